@@ -1,0 +1,77 @@
+//! ResNet's basic block (He et al. 2016): conv3x3-BN-ReLU-conv3x3-BN.
+
+use burn::module::Module;
+use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor};
+
+use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
+use crate::nn::{
+    Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
+    batch_norm, conv, relu,
+};
+
+/// Basic block, with optional SE/CBAM after the last BN. torchvision names.
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    /// First 3x3 convolution (carries the stride).
+    pub conv1: Conv2d,
+    /// Its BN.
+    pub bn1: BatchNorm,
+    /// Second 3x3 convolution.
+    pub conv2: Conv2d,
+    /// Its BN (zero-initialised with `zero_init_last`).
+    pub bn2: BatchNorm,
+    /// Squeeze-and-excitation.
+    pub se: Option<SqueezeExcite>,
+    /// CBAM.
+    pub cbam: Option<Cbam>,
+    /// Projection shortcut when the shape changes.
+    pub downsample: Option<Projection>,
+    /// Stochastic depth.
+    pub drop_path: DropPath,
+}
+
+impl BasicBlock {
+    /// A basic block at `args`.
+    pub fn new(cfg: &BlockConfig, args: &BlockArgs, device: &Device) -> Self {
+        let out = args.planes;
+        let (se, cbam) = attention(cfg.attention, out, device);
+        BasicBlock {
+            conv1: conv(args.in_ch, out, 3, args.stride, 1, device),
+            bn1: batch_norm(out, false, device),
+            conv2: conv(out, out, 3, 1, 1, device),
+            bn2: batch_norm(out, cfg.zero_init_last, device),
+            se,
+            cbam,
+            downsample: (args.stride != 1 || args.in_ch != out)
+                .then(|| Projection::new(args.in_ch, out, args.stride, true, device)),
+            drop_path: DropPath::new(args.drop_path),
+        }
+    }
+
+    /// Branch and shortcut.
+    pub fn forward(&self, x: Tensor<4>) -> BlockOut {
+        let shortcut = match &self.downsample {
+            Some(p) => p.forward(x.clone()),
+            None => x.clone(),
+        };
+        let h = relu(self.bn1.forward(self.conv1.forward(x)));
+        let h = self.bn2.forward(self.conv2.forward(h));
+        let h = apply_attention(&self.se, &self.cbam, h);
+        BlockOut {
+            branch: self.drop_path.forward(h),
+            shortcut,
+        }
+    }
+
+    /// MACs and output shape.
+    pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
+        let (mut m, c, oh, ow) = chain_macs(&[&self.conv1, &self.conv2], h, w);
+        m += attention_macs(&self.se, &self.cbam, c, oh, ow);
+        if let Some(p) = &self.downsample {
+            m += chain_macs(&[&p.conv], h, w).0;
+        }
+        (m, [c, oh, ow])
+    }
+}

@@ -1,0 +1,203 @@
+//! Blocks: what one layer of a stage computes, its residual branch `X_l = F(input)`.
+//!
+//! All blocks share one parameterised signature ([`BlockConfig`] for the network-wide choices,
+//! [`BlockArgs`] for the position in the network), as timm's model files do. A block returns
+//! its branch and the shortcut of the original residual rule (identity, or the projection of a
+//! stage's first block); the stage's [`Connect`](crate::connect::Connect) decides how they
+//! combine.
+
+pub mod basic;
+pub mod bottleneck;
+pub mod preact;
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use basic::BasicBlock;
+pub use bottleneck::Bottleneck;
+pub use preact::{PreActBasic, PreActBottleneck};
+
+use crate::connect::DenseSumConfig;
+use crate::nn::{AttentionKind, relu};
+
+/// The kind of block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// conv3x3-BN-ReLU-conv3x3-BN, output ReLU (He et al. 2016).
+    Basic,
+    /// conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1-BN, output ReLU; grouped (ResNeXt) or wide.
+    Bottleneck,
+    /// BN-ReLU-conv3x3-BN-ReLU-conv3x3, no output activation (He et al. 2016b; WRN).
+    PreActBasic,
+    /// BN-ReLU-conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1, no output activation.
+    PreActBottleneck,
+}
+
+impl BlockKind {
+    /// Output channels per `planes`.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic | BlockKind::PreActBasic => 1,
+            BlockKind::Bottleneck | BlockKind::PreActBottleneck => 4,
+        }
+    }
+
+    /// Whether the block has a 3x3 convolution between two 1x1s (where inner shortcuts go).
+    pub fn is_bottleneck(self) -> bool {
+        matches!(self, BlockKind::Bottleneck | BlockKind::PreActBottleneck)
+    }
+
+    /// Whether the block normalises before its convolutions.
+    pub fn is_preact(self) -> bool {
+        matches!(self, BlockKind::PreActBasic | BlockKind::PreActBottleneck)
+    }
+}
+
+/// A shortcut inside a bottleneck, around its 3x3 convolution (when that has stride 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InnerShortcut {
+    /// DS2Net: `ReLU(BN(conv3x3(a)) + w ⊙ N(a))`.
+    Ds(DenseSumConfig),
+    /// d-RGSNet: `ReLU(BN(conv3x3(a))) + RG(a)`.
+    Rg,
+}
+
+/// Choices shared by every block of a network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockConfig {
+    /// Block kind.
+    pub kind: BlockKind,
+    /// Groups of the 3x3 convolution (ResNeXt's C).
+    pub cardinality: usize,
+    /// Width per group at planes = 64 (ResNeXt's d; 128 for WRN-50-2).
+    pub base_width: usize,
+    /// Branch attention.
+    pub attention: AttentionKind,
+    /// Shortcut around the 3x3 convolution of stride-1 bottlenecks.
+    pub inner: Option<InnerShortcut>,
+    /// RGSNet's "2GN" ablation: GroupNorm after each ReLU inside the branch.
+    pub branch_gn: bool,
+    /// Dropout between the convolutions (Wide ResNet).
+    pub dropout: f64,
+    /// Start the last BN of each branch at scale 0.
+    pub zero_init_last: bool,
+    /// GroupNorm's base group count, 32 · width.
+    pub gn_base: usize,
+}
+
+/// Where a block sits: its input channels, planes, stride and drop-path rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockArgs {
+    /// Input channels.
+    pub in_ch: usize,
+    /// The stage's planes (output = planes · expansion).
+    pub planes: usize,
+    /// Stride (on the 3x3 convolution).
+    pub stride: usize,
+    /// Drop-path probability of this block's branch.
+    pub drop_path: f64,
+}
+
+impl BlockConfig {
+    /// Inner width of a bottleneck: `floor(planes · d / 64) · C`.
+    pub fn bottleneck_width(&self, planes: usize) -> usize {
+        planes * self.base_width / 64 * self.cardinality
+    }
+}
+
+/// A block's result: its branch X and the original residual shortcut (the input, or its
+/// projection).
+pub struct BlockOut {
+    /// `X_l = F(input)`.
+    pub branch: Tensor<4>,
+    /// Identity or `P(input)`.
+    pub shortcut: Tensor<4>,
+}
+
+/// One block of any kind.
+#[derive(Module, Debug)]
+pub enum Block {
+    /// [`BasicBlock`].
+    Basic(BasicBlock),
+    /// [`Bottleneck`].
+    Bottleneck(Bottleneck),
+    /// [`PreActBasic`].
+    PreActBasic(PreActBasic),
+    /// [`PreActBottleneck`].
+    PreActBottleneck(PreActBottleneck),
+}
+
+impl Block {
+    /// The block `cfg.kind` at position `args`.
+    pub fn new(cfg: &BlockConfig, args: &BlockArgs, device: &Device) -> Self {
+        match cfg.kind {
+            BlockKind::Basic => Block::Basic(BasicBlock::new(cfg, args, device)),
+            BlockKind::Bottleneck => Block::Bottleneck(Bottleneck::new(cfg, args, device)),
+            BlockKind::PreActBasic => Block::PreActBasic(PreActBasic::new(cfg, args, device)),
+            BlockKind::PreActBottleneck => {
+                Block::PreActBottleneck(PreActBottleneck::new(cfg, args, device))
+            }
+        }
+    }
+
+    /// Runs the branch (drop path included) and the shortcut.
+    pub fn forward(&self, x: Tensor<4>) -> BlockOut {
+        match self {
+            Block::Basic(b) => b.forward(x),
+            Block::Bottleneck(b) => b.forward(x),
+            Block::PreActBasic(b) => b.forward(x),
+            Block::PreActBottleneck(b) => b.forward(x),
+        }
+    }
+
+    /// The block's output activation f: ReLU after the sum for post-activation blocks, none
+    /// for pre-activation ones.
+    pub fn finish(&self, sum: Tensor<4>) -> Tensor<4> {
+        match self {
+            Block::Basic(_) | Block::Bottleneck(_) => relu(sum),
+            Block::PreActBasic(_) | Block::PreActBottleneck(_) => sum,
+        }
+    }
+
+    /// Multiply-accumulates of the block (convolutions and attention) for an input of
+    /// `[c, h, w]`, and the output shape.
+    pub fn macs(&self, shape: [usize; 3]) -> (u64, [usize; 3]) {
+        match self {
+            Block::Basic(b) => b.macs(shape),
+            Block::Bottleneck(b) => b.macs(shape),
+            Block::PreActBasic(b) => b.macs(shape),
+            Block::PreActBottleneck(b) => b.macs(shape),
+        }
+    }
+}
+
+/// Multiply-accumulates of `conv` on an input of `h` x `w`, and its output size.
+pub fn conv_macs(conv: &Conv2d, h: usize, w: usize) -> (u64, usize, usize) {
+    let [out_c, in_per_group, kh, kw] = conv.weight.dims();
+    let (pad_h, pad_w) = match conv.padding {
+        burn::nn::PaddingConfig2d::Explicit(t, l, _, _) => (t, l),
+        _ => (kh / 2, kw / 2),
+    };
+    let oh = (h + 2 * pad_h - kh) / conv.stride[0] + 1;
+    let ow = (w + 2 * pad_w - kw) / conv.stride[1] + 1;
+    let macs = (oh * ow * out_c * in_per_group * kh * kw) as u64;
+    (macs, oh, ow)
+}
+
+/// Chains [`conv_macs`] over convolutions applied in sequence.
+pub(crate) fn chain_macs(convs: &[&Conv2d], h: usize, w: usize) -> (u64, usize, usize, usize) {
+    let mut total = 0;
+    let (mut h, mut w, mut c) = (h, w, 0);
+    for conv in convs {
+        let (m, oh, ow) = conv_macs(conv, h, w);
+        total += m;
+        h = oh;
+        w = ow;
+        c = conv.weight.dims()[0];
+    }
+    (total, c, h, w)
+}

@@ -1,0 +1,232 @@
+//! Dense weighted normalised shortcuts (DSNet, spec 3.3): block l of a stage adds to its
+//! branch a per-channel weighted sum of the normalised outputs of every earlier block,
+//! `Y_l = ReLU(X_l + sum_{i<l} W_{l,i} ⊙ N(Y_i))` (variant b) or `N(X_i)` (variant a).
+//!
+//! Efficient form (paper section 4.5): each earlier output is normalised once, when it is
+//! produced, and the normalised tensor is shared by every later block that reads it. N has no
+//! affine parameters because the dense weights would make them redundant.
+//!
+//! Also here: DS2Net's inner shortcut over a bottleneck's 3x3 convolution, the same idea one
+//! level down.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{FreeNorm, NormKind, apply_free_norm};
+
+/// How a dense shortcut weights the outputs it reads (DSNet ablation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DsWeightKind {
+    /// One learned weight per channel (the default).
+    Channel,
+    /// One learned scalar per earlier output.
+    Scalar,
+    /// Fixed weight 1 ("GN without weight").
+    None,
+}
+
+/// Initial value of the dense weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DsInit {
+    /// Every weight 1 (the default).
+    Ones,
+    /// 1 for the previous block's output (i = l-1), 0 for the others: starts as a ResNet.
+    Last,
+}
+
+/// Which history a dense shortcut reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DsVariant {
+    /// Variant a: the branch outputs X_i (X_0 taken as Y_0).
+    A,
+    /// Variant b (default): the aggregations Y_i.
+    B,
+}
+
+/// Options of the dense weighted normalised shortcuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenseSumConfig {
+    /// a or b.
+    pub variant: DsVariant,
+    /// The normalisation N.
+    pub norm: NormKind,
+    /// How outputs are weighted.
+    pub weight: DsWeightKind,
+    /// Initial weights.
+    pub init: DsInit,
+}
+
+impl Default for DenseSumConfig {
+    fn default() -> Self {
+        DenseSumConfig {
+            variant: DsVariant::B,
+            norm: NormKind::Gn,
+            weight: DsWeightKind::Channel,
+            init: DsInit::Ones,
+        }
+    }
+}
+
+/// The learned weights of block l's dense shortcut: shape `[l, C]` per channel or `[l]` per
+/// output (stored as `layer{s}.ds.{l}.weight`).
+#[derive(Module, Debug)]
+pub enum DsWeight {
+    /// `[l, C]`.
+    Channel(Param<Tensor<2>>),
+    /// `[l]`.
+    Scalar(Param<Tensor<1>>),
+}
+
+impl DsWeight {
+    /// Weights for block `l` (reading `l` earlier outputs) of `channels` channels.
+    pub fn new(
+        kind: DsWeightKind,
+        l: usize,
+        channels: usize,
+        init: DsInit,
+        device: &Device,
+    ) -> Option<Self> {
+        let row = |i: usize| match init {
+            DsInit::Ones => 1.0f32,
+            DsInit::Last => (i + 1 == l) as u8 as f32,
+        };
+        match kind {
+            DsWeightKind::None => None,
+            DsWeightKind::Channel => {
+                let data: Vec<f32> = (0..l)
+                    .flat_map(|i| std::iter::repeat_n(row(i), channels))
+                    .collect();
+                let t = Tensor::<1>::from_floats(data.as_slice(), device).reshape([l, channels]);
+                Some(DsWeight::Channel(Param::from_tensor(t)))
+            }
+            DsWeightKind::Scalar => {
+                let data: Vec<f32> = (0..l).map(row).collect();
+                Some(DsWeight::Scalar(Param::from_tensor(Tensor::from_floats(
+                    data.as_slice(),
+                    device,
+                ))))
+            }
+        }
+    }
+
+    /// `W_{l,i} ⊙ t`.
+    fn weigh(&self, i: usize, t: Tensor<4>) -> Tensor<4> {
+        match self {
+            DsWeight::Channel(w) => {
+                let [_, c] = w.dims();
+                t * w.val().slice([i..i + 1, 0..c]).reshape([1, c, 1, 1])
+            }
+            DsWeight::Scalar(w) => t * w.val().slice([i..i + 1]).reshape([1, 1, 1, 1]),
+        }
+    }
+}
+
+/// `sum_i W_i ⊙ t_i` over the given normalised history (weight 1 when `weight` is `None`).
+pub(crate) fn weighted_sum(weight: &Option<DsWeight>, history: &[Tensor<4>]) -> Option<Tensor<4>> {
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match weight {
+            Some(w) => w.weigh(i, t.clone()),
+            None => t.clone(),
+        })
+        .reduce(|a, b| a + b)
+}
+
+/// The dense shortcuts of one stage: weights for blocks 1..n and the parameter-free
+/// normalisation of each output that a later block reads.
+#[derive(Module, Debug)]
+pub struct DenseSum {
+    /// `ds[k]` weights block `k + 1`'s shortcut (file name `layer{s}.ds.{k+1}.weight`).
+    pub ds: Vec<Option<DsWeight>>,
+    /// `ds_norm[i]` normalises output i (only BatchNorm has state to store).
+    pub ds_norm: Vec<Option<FreeNorm>>,
+    /// Variant a or b.
+    #[module(skip)]
+    pub variant: DsVariant,
+}
+
+impl DenseSum {
+    /// Dense shortcuts for a stage of `blocks` blocks with `channels` output channels.
+    pub fn new(
+        cfg: &DenseSumConfig,
+        blocks: usize,
+        channels: usize,
+        gn_base: usize,
+        device: &Device,
+    ) -> Self {
+        DenseSum {
+            ds: (1..blocks)
+                .map(|l| DsWeight::new(cfg.weight, l, channels, cfg.init, device))
+                .collect(),
+            ds_norm: (0..blocks.saturating_sub(1))
+                .map(|_| FreeNorm::new(cfg.norm, channels, gn_base, device))
+                .collect(),
+            variant: cfg.variant,
+        }
+    }
+
+    /// Records output `i` of the stage: normalise once, keep for every later block.
+    /// `y` is the aggregation Y_i, `x` the branch output X_i (variant a reads X_i, with
+    /// X_0 := Y_0).
+    pub(crate) fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut Vec<Tensor<4>>) {
+        let Some(norm) = self.ds_norm.get(i) else {
+            return; // the last output is read by no later shortcut
+        };
+        let source = match (self.variant, i) {
+            (DsVariant::B, _) | (DsVariant::A, 0) => y.clone(),
+            (DsVariant::A, _) => x.clone(),
+        };
+        history.push(apply_free_norm(norm, source));
+    }
+
+    /// `X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i`, before the block's output activation.
+    pub(crate) fn aggregate(&self, l: usize, branch: Tensor<4>, history: &[Tensor<4>]) -> Tensor<4> {
+        match weighted_sum(&self.ds[l - 1], &history[..l]) {
+            Some(s) => branch + s,
+            None => branch,
+        }
+    }
+}
+
+/// DS2Net's inner shortcut over a stride-1 bottleneck's 3x3 convolution:
+/// `b = ReLU(BN(conv3x3(a)) + w ⊙ N(a))` (`layer{s}.{b}.inner_ds.weight`, shape `[C]`, or
+/// `[1]` with scalar weights).
+#[derive(Module, Debug)]
+pub struct InnerDs {
+    /// The weight (absent for the fixed-1 ablation).
+    pub weight: Option<Param<Tensor<1>>>,
+    /// N (stored as `inner_ds_norm` when it has state).
+    pub norm: Option<FreeNorm>,
+}
+
+impl InnerDs {
+    /// The inner shortcut for `channels` channels.
+    pub fn new(cfg: &DenseSumConfig, channels: usize, gn_base: usize, device: &Device) -> Self {
+        let len = match cfg.weight {
+            DsWeightKind::Channel => Some(channels),
+            DsWeightKind::Scalar => Some(1),
+            DsWeightKind::None => None,
+        };
+        InnerDs {
+            weight: len.map(|n| Param::from_tensor(Tensor::ones([n], device))),
+            norm: FreeNorm::new(cfg.norm, channels, gn_base, device),
+        }
+    }
+
+    /// `w ⊙ N(a)`.
+    pub fn forward(&self, a: Tensor<4>) -> Tensor<4> {
+        let n = apply_free_norm(&self.norm, a);
+        match &self.weight {
+            Some(w) => {
+                let [k] = w.dims();
+                n * w.val().reshape([1, k, 1, 1])
+            }
+            None => n,
+        }
+    }
+}

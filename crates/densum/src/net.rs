@@ -1,0 +1,180 @@
+//! A network: stem, stages, head. `forward_features` runs stem and stages; `forward_head`
+//! pools and classifies, as in timm.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::block::{BlockConfig, conv_macs};
+use crate::connect::ConnectKind;
+use crate::nn::{batch_norm, conv, relu};
+use crate::stage::Stage;
+
+/// The stem's form (spec section 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StemKind {
+    /// conv 7x7 stride 2 + BN + ReLU + max-pool 3x3 stride 2.
+    Imagenet,
+    /// conv 3x3 stride 1 + BN + ReLU, no pooling (32x32 inputs).
+    Cifar,
+}
+
+/// One stage: how many blocks, their planes and the stride of the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageConfig {
+    /// Number of blocks.
+    pub blocks: usize,
+    /// Planes (output channels = planes · expansion).
+    pub planes: usize,
+    /// Stride of the first block.
+    pub stride: usize,
+}
+
+/// Everything needed to build a network; what a registry entry and the user's options
+/// resolve to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetConfig {
+    /// Stem form.
+    pub stem: StemKind,
+    /// Stem output channels.
+    pub stem_channels: usize,
+    /// Whether the stem has BN + ReLU (pre-activation CIFAR nets start with a bare conv).
+    pub stem_norm: bool,
+    /// The stages.
+    pub stages: Vec<StageConfig>,
+    /// Blocks.
+    pub block: BlockConfig,
+    /// Connectivity.
+    pub connect: ConnectKind,
+    /// BN + ReLU after the last stage (pre-activation nets).
+    pub final_norm: bool,
+    /// Classifier outputs.
+    pub num_classes: usize,
+    /// Largest drop-path rate (linearly increasing over blocks, as timm).
+    pub drop_path: f64,
+    /// Dropout before the classifier.
+    pub head_dropout: f64,
+}
+
+impl NetConfig {
+    /// Output channels of the last stage.
+    pub fn feature_channels(&self) -> usize {
+        self.stages.last().map_or(self.stem_channels, |s| {
+            s.planes * self.block.kind.expansion()
+        })
+    }
+}
+
+/// A network of any family.
+#[derive(Module, Debug)]
+pub struct Net {
+    /// Stem convolution.
+    pub conv1: Conv2d,
+    /// Stem BN.
+    pub bn1: Option<BatchNorm>,
+    /// Stem max-pool (ImageNet stem).
+    pub maxpool: Option<MaxPool2d>,
+    /// Stages (`layer1`, `layer2`, ... in weight files).
+    pub layers: Vec<Stage>,
+    /// Final BN of pre-activation networks (`final_bn`).
+    pub final_bn: Option<BatchNorm>,
+    /// Dropout before the classifier.
+    pub head_dropout: Dropout,
+    /// Classifier.
+    pub fc: Linear,
+}
+
+impl Net {
+    /// Builds `cfg` on `device` with fresh weights (spec section 2's initialisation).
+    pub fn new(cfg: &NetConfig, device: &Device) -> Self {
+        let (k, s) = match cfg.stem {
+            StemKind::Imagenet => (7, 2),
+            StemKind::Cifar => (3, 1),
+        };
+        let total: usize = cfg.stages.iter().map(|s| s.blocks).sum();
+        let mut index = 0;
+        let mut in_ch = cfg.stem_channels;
+        let layers = cfg
+            .stages
+            .iter()
+            .map(|st| {
+                let rates: Vec<f64> = (0..st.blocks)
+                    .map(|i| {
+                        let r = cfg.drop_path * (index + i) as f64 / (total.max(2) - 1) as f64;
+                        if cfg.drop_path > 0.0 { r } else { 0.0 }
+                    })
+                    .collect();
+                index += st.blocks;
+                let stage = Stage::new(&cfg.block, cfg.connect, in_ch, st.planes, st.stride, &rates, device);
+                in_ch = st.planes * cfg.block.kind.expansion();
+                stage
+            })
+            .collect();
+        let features = cfg.feature_channels();
+        Net {
+            conv1: conv(3, cfg.stem_channels, k, s, 1, device),
+            bn1: cfg.stem_norm.then(|| batch_norm(cfg.stem_channels, false, device)),
+            maxpool: (cfg.stem == StemKind::Imagenet).then(|| {
+                MaxPool2dConfig::new([3, 3])
+                    .with_strides([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .init()
+            }),
+            layers,
+            final_bn: cfg.final_norm.then(|| batch_norm(features, false, device)),
+            head_dropout: DropoutConfig::new(cfg.head_dropout).init(),
+            fc: LinearConfig::new(features, cfg.num_classes).init(device),
+        }
+    }
+
+    /// The stem's output.
+    pub fn forward_stem(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut x = self.conv1.forward(x);
+        if let Some(bn) = &self.bn1 {
+            x = relu(bn.forward(x));
+        }
+        match &self.maxpool {
+            Some(p) => p.forward(x),
+            None => x,
+        }
+    }
+
+    /// Feature map after the last stage (and the final BN-ReLU of pre-activation nets).
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut x = self.forward_stem(x);
+        for stage in &self.layers {
+            x = stage.forward(x);
+        }
+        match &self.final_bn {
+            Some(bn) => relu(bn.forward(x)),
+            None => x,
+        }
+    }
+
+    /// Logits from a feature map: global average pool, dropout, classifier.
+    pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
+        let [n, c, _, _] = features.dims();
+        let pooled = adaptive_avg_pool2d(features, [1, 1]).reshape([n, c]);
+        self.fc.forward(self.head_dropout.forward(pooled))
+    }
+
+    /// Logits for a batch of normalised images `[N, 3, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x))
+    }
+
+    /// Multiply-accumulates of the stem for a `[3, h, w]` input, and its output shape.
+    pub fn stem_macs(&self, h: usize, w: usize) -> (u64, [usize; 3]) {
+        let (m, oh, ow) = conv_macs(&self.conv1, h, w);
+        let c = self.conv1.weight.dims()[0];
+        match self.maxpool {
+            Some(_) => (m, [c, (oh - 1) / 2 + 1, (ow - 1) / 2 + 1]),
+            None => (m, [c, oh, ow]),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Layers with no opinion about papers: convolution builders with the spec's init,
+//! normalisation kinds, attention (SE, CBAM) and drop path.
+
+pub mod attention;
+pub mod conv;
+pub mod drop_path;
+pub mod norm;
+
+pub use attention::{AttentionKind, Cbam, SqueezeExcite, apply_attention, attention, attention_macs};
+pub use conv::{Projection, batch_norm, conv, relu};
+pub use drop_path::DropPath;
+pub use norm::{FreeBatchNorm, FreeNorm, NormKind, ShortcutNorm, apply_free_norm, gn_groups};

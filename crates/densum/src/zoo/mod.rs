@@ -1,0 +1,466 @@
+//! The papers' named variants and the registry that builds them by name.
+//!
+//! One file per paper: [`resnet`] (ResNet, pre-activation, ResNeXt, Wide ResNet, SE, CBAM),
+//! [`dsnet`] (dense weighted normalised shortcuts), [`rgsnet`] (ReLU + GroupNorm
+//! shortcuts). Each contributes [`ModelEntry`]s: a name, a one-line description and an
+//! [`Arch`], the paper's choice of block and connectivity. [`build_config`] resolves an entry
+//! and the user's [`ModelOptions`] into a [`NetConfig`].
+
+pub mod dsnet;
+pub mod resnet;
+pub mod rgsnet;
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::{BlockConfig, BlockKind, InnerShortcut};
+use crate::connect::{ConnectKind, DenseSumConfig, DsInit, DsWeightKind, RgVariant};
+use crate::error::{DensumError, Result};
+use crate::net::{NetConfig, StageConfig, StemKind};
+use crate::nn::{AttentionKind, NormKind};
+
+/// A dataset's conventions: classes, input size, stem, normalisation (spec section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataset {
+    /// ImageNet: 1000 classes, 224 px, ImageNet stem.
+    Imagenet,
+    /// CIFAR-10: 10 classes, 32 px, CIFAR stem.
+    Cifar10,
+    /// CIFAR-100: 100 classes, 32 px, CIFAR stem.
+    Cifar100,
+    /// SVHN: 10 classes, 32 px, CIFAR stem.
+    Svhn,
+}
+
+impl Dataset {
+    /// Parses `imagenet`, `cifar10`, `cifar100` or `svhn`.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).ok()
+    }
+
+    /// Number of classes.
+    pub fn num_classes(self) -> usize {
+        match self {
+            Dataset::Imagenet => 1000,
+            Dataset::Cifar100 => 100,
+            Dataset::Cifar10 | Dataset::Svhn => 10,
+        }
+    }
+
+    /// Input side in pixels.
+    pub fn input_size(self) -> usize {
+        match self {
+            Dataset::Imagenet => 224,
+            _ => 32,
+        }
+    }
+
+    /// The stem used at this input size.
+    pub fn stem(self) -> StemKind {
+        match self {
+            Dataset::Imagenet => StemKind::Imagenet,
+            _ => StemKind::Cifar,
+        }
+    }
+
+    /// Per-channel (mean, std) of RGB pixels scaled to [0, 1].
+    pub fn normalization(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Dataset::Imagenet => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            Dataset::Cifar10 => ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+            Dataset::Cifar100 => ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
+            Dataset::Svhn => ([0.4377, 0.4438, 0.4728], [0.1980, 0.2010, 0.1970]),
+        }
+    }
+
+    /// The dataset's name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Imagenet => "imagenet",
+            Dataset::Cifar10 => "cifar10",
+            Dataset::Cifar100 => "cifar100",
+            Dataset::Svhn => "svhn",
+        }
+    }
+}
+
+/// Options a user may set on any model; `None` keeps the model's default. Serialised into
+/// weight files' metadata, so a file says what it holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOptions {
+    /// Dataset: sets stem, classes, input size and normalisation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<Dataset>,
+    /// Stem override.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stem: Option<StemKind>,
+    /// Width multiplier (every channel count; base 64 · w).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<f64>,
+    /// Classifier outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
+    /// Input side in pixels (for MACs and preprocessing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Largest drop-path rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_path: Option<f64>,
+    /// Dropout before the classifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
+    /// Dropout between a Wide ResNet block's convolutions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_dropout: Option<f64>,
+    /// Zero-init the last BN of each branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_init_last: Option<bool>,
+    /// ResNeXt cardinality.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cardinality: Option<usize>,
+    /// ResNeXt base width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_width: Option<usize>,
+    /// Block attention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionKind>,
+    /// DSNet: the normalisation N.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ds_norm: Option<NormKind>,
+    /// DSNet: how shortcuts are weighted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ds_weight: Option<DsWeightKind>,
+    /// DSNet: initial weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ds_init: Option<DsInit>,
+    /// RGSNet: which shortcut design (b, res, rbs, gs, rgb).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rg_variant: Option<RgVariant>,
+}
+
+/// A paper's architecture: the choices a registry entry fixes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arch {
+    /// Block kind.
+    pub block: BlockKind,
+    /// Blocks per stage.
+    pub layers: Vec<usize>,
+    /// Planes of the first stage at width 1 (64 for ImageNet-style, 16 for CIFAR ResNets).
+    pub base_planes: usize,
+    /// Stem channels at width 1.
+    pub stem_channels: usize,
+    /// Cardinality.
+    pub cardinality: usize,
+    /// Base width.
+    pub base_width: usize,
+    /// Connectivity.
+    pub connect: ConnectKind,
+    /// Inner shortcut of stride-1 bottlenecks.
+    pub inner: Option<InnerShortcut>,
+    /// Attention.
+    pub attention: AttentionKind,
+    /// 2GN ablation.
+    pub branch_gn: bool,
+    /// Wide ResNet dropout.
+    pub block_dropout: f64,
+    /// The dataset assumed when none is given.
+    pub default_dataset: Dataset,
+}
+
+impl Arch {
+    /// A post-activation ResNet of `block` with `layers`, ImageNet defaults.
+    pub fn resnet(block: BlockKind, layers: &[usize]) -> Self {
+        Arch {
+            block,
+            layers: layers.to_vec(),
+            base_planes: 64,
+            stem_channels: 64,
+            cardinality: 1,
+            base_width: 64,
+            connect: ConnectKind::Residual,
+            inner: None,
+            attention: AttentionKind::None,
+            branch_gn: false,
+            block_dropout: 0.0,
+            default_dataset: Dataset::Imagenet,
+        }
+    }
+
+    /// The same architecture with another connectivity.
+    pub fn with_connect(mut self, connect: ConnectKind) -> Self {
+        self.connect = connect;
+        self
+    }
+
+    /// The same architecture with an inner shortcut.
+    pub fn with_inner(mut self, inner: InnerShortcut) -> Self {
+        self.inner = Some(inner);
+        self
+    }
+}
+
+/// A registered model.
+#[derive(Clone, Debug)]
+pub struct ModelEntry {
+    /// Registry name.
+    pub name: String,
+    /// One-line description.
+    pub description: String,
+    /// The paper this variant comes from.
+    pub family: &'static str,
+    /// Its architecture.
+    pub arch: Arch,
+}
+
+impl ModelEntry {
+    /// A new entry.
+    pub fn new(name: impl Into<String>, family: &'static str, description: impl Into<String>, arch: Arch) -> Self {
+        ModelEntry {
+            name: name.into(),
+            description: description.into(),
+            family,
+            arch,
+        }
+    }
+}
+
+/// Every registered model, in registration order.
+pub fn registry() -> &'static [ModelEntry] {
+    static REGISTRY: OnceLock<Vec<ModelEntry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = Vec::new();
+        resnet::register(&mut r);
+        dsnet::register(&mut r);
+        rgsnet::register(&mut r);
+        r
+    })
+}
+
+/// The entry named `name`, or an error listing the closest names.
+pub fn find(name: &str) -> Result<&'static ModelEntry> {
+    let key = name.to_ascii_lowercase().replace('-', "_");
+    if let Some(why) = dsnet::explain(&key) {
+        return Err(DensumError::option(name, why));
+    }
+    registry().iter().find(|e| e.name == key).ok_or_else(|| {
+        let mut scored: Vec<(usize, &str)> = registry()
+            .iter()
+            .map(|e| (edit_distance(&key, &e.name), e.name.as_str()))
+            .collect();
+        scored.sort();
+        DensumError::UnknownModel {
+            name: name.to_string(),
+            suggestions: scored.iter().take(5).map(|(_, n)| n.to_string()).collect(),
+        }
+    })
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// A fully resolved model: its name, options, dataset and network configuration.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    /// Registry name.
+    pub name: String,
+    /// The options as given.
+    pub options: ModelOptions,
+    /// The dataset whose conventions apply.
+    pub dataset: Dataset,
+    /// Input side in pixels.
+    pub input_size: usize,
+    /// The network.
+    pub config: NetConfig,
+}
+
+/// Resolves `name` with `options` into a [`ModelSpec`], checking every option.
+pub fn resolve(name: &str, options: &ModelOptions) -> Result<ModelSpec> {
+    let entry = find(name)?;
+    let config = build_config(entry, options)?;
+    let dataset = options.dataset.unwrap_or(entry.arch.default_dataset);
+    let input_size = options.input_size.unwrap_or(dataset.input_size());
+    check_input_size(&entry.name, &config, input_size)?;
+    Ok(ModelSpec {
+        name: entry.name.clone(),
+        options: options.clone(),
+        dataset,
+        input_size,
+        config,
+    })
+}
+
+fn check_input_size(model: &str, cfg: &NetConfig, size: usize) -> Result<()> {
+    let mut s = size;
+    if cfg.stem == StemKind::Imagenet {
+        if s < 4 {
+            return Err(DensumError::option(model, format!("input size {size} is too small for the ImageNet stem")));
+        }
+        s = (s - 1) / 2 + 1;
+        s = (s - 1) / 2 + 1;
+    }
+    for st in &cfg.stages {
+        s = (s - 1) / st.stride + 1;
+    }
+    if size == 0 || s == 0 {
+        return Err(DensumError::option(model, format!("input size {size} leaves no pixels after the stages")));
+    }
+    Ok(())
+}
+
+/// Builds the [`NetConfig`] of `entry` with `options`.
+pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
+    let name = entry.name.as_str();
+    let arch = &entry.arch;
+    let bad = |m: String| DensumError::option(name, m);
+    let width = o.width.unwrap_or(1.0);
+    if !(width.is_finite() && width > 0.0) {
+        return Err(bad(format!("width must be a positive number, got {width}")));
+    }
+    let scaled = |c: usize| ((c as f64 * width).round() as usize).max(1);
+    let dataset = o.dataset.unwrap_or(arch.default_dataset);
+    let num_classes = o.num_classes.unwrap_or(dataset.num_classes());
+    if num_classes == 0 {
+        return Err(bad("num_classes must be at least 1".into()));
+    }
+    for (opt, v) in [("drop_path", o.drop_path), ("dropout", o.dropout), ("block_dropout", o.block_dropout)] {
+        if let Some(v) = v
+            && !(0.0..1.0).contains(&v)
+        {
+            return Err(bad(format!("{opt} must be in [0, 1), got {v}")));
+        }
+    }
+    let bottleneck = arch.block.is_bottleneck();
+    if !bottleneck && (o.cardinality.is_some() || o.base_width.is_some()) {
+        return Err(bad("cardinality and base_width apply to bottleneck blocks only; this model has basic blocks".into()));
+    }
+    let cardinality = o.cardinality.unwrap_or(arch.cardinality);
+    let base_width = o.base_width.unwrap_or(arch.base_width);
+    if cardinality == 0 || base_width == 0 {
+        return Err(bad("cardinality and base_width must be at least 1".into()));
+    }
+    let base = scaled(arch.base_planes);
+    if bottleneck && base * base_width / 64 == 0 {
+        return Err(bad(format!(
+            "base width {base_width} at {base} planes gives a group width of 0 (floor(planes · d / 64) must be at least 1)"
+        )));
+    }
+
+    // Connectivity options only where they apply.
+    let mut connect = arch.connect;
+    let mut inner = arch.inner;
+    let ds_opts = o.ds_norm.is_some() || o.ds_weight.is_some() || o.ds_init.is_some();
+    let is_ds = matches!(connect, ConnectKind::DenseSum(_)) || matches!(inner, Some(InnerShortcut::Ds(_)));
+    if ds_opts && !is_ds {
+        return Err(bad("ds_norm, ds_weight and ds_init apply to DSNet models (dense weighted shortcuts) only".into()));
+    }
+    let apply_ds = |mut c: DenseSumConfig| {
+        c.norm = o.ds_norm.unwrap_or(c.norm);
+        c.weight = o.ds_weight.unwrap_or(c.weight);
+        c.init = o.ds_init.unwrap_or(c.init);
+        c
+    };
+    if let ConnectKind::DenseSum(c) = connect {
+        connect = ConnectKind::DenseSum(apply_ds(c));
+    }
+    if let Some(InnerShortcut::Ds(c)) = inner {
+        inner = Some(InnerShortcut::Ds(apply_ds(c)));
+    }
+    if let Some(v) = o.rg_variant {
+        match connect {
+            ConnectKind::Rg(_) => connect = ConnectKind::Rg(v),
+            _ => return Err(bad("rg_variant applies to RGSNet models only".into())),
+        }
+    }
+    if inner.is_some() && arch.block != BlockKind::Bottleneck {
+        return Err(bad("inner shortcuts (DS2, d-RGS) need post-activation bottleneck blocks".into()));
+    }
+    let attention = o.attention.unwrap_or(arch.attention);
+    if attention != AttentionKind::None && arch.block.is_preact() {
+        return Err(bad("attention (SE, CBAM) is built for post-activation blocks only".into()));
+    }
+    if o.block_dropout.is_some() && arch.block != BlockKind::PreActBasic {
+        return Err(bad("block_dropout applies to Wide ResNet (pre-activation basic) blocks only".into()));
+    }
+
+    let stem = o.stem.unwrap_or(dataset.stem());
+    let strides = std::iter::once(1).chain(std::iter::repeat(2));
+    let stages = arch
+        .layers
+        .iter()
+        .zip(strides)
+        .enumerate()
+        .map(|(i, (&blocks, stride))| StageConfig {
+            blocks,
+            planes: base << i,
+            stride,
+        })
+        .collect();
+    let preact = arch.block.is_preact();
+    Ok(NetConfig {
+        stem,
+        stem_channels: scaled(arch.stem_channels),
+        stem_norm: !(preact && stem == StemKind::Cifar),
+        stages,
+        block: BlockConfig {
+            kind: arch.block,
+            cardinality,
+            base_width,
+            attention,
+            inner,
+            branch_gn: arch.branch_gn,
+            dropout: o.block_dropout.unwrap_or(arch.block_dropout),
+            zero_init_last: o.zero_init_last.unwrap_or(false),
+            gn_base: ((32.0 * width).round() as usize).max(1),
+        },
+        connect,
+        final_norm: preact,
+        num_classes,
+        drop_path: o.drop_path.unwrap_or(0.0),
+        head_dropout: o.dropout.unwrap_or(0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = registry().iter().map(|e| e.name.as_str()).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn unknown_model_suggests_close_names() {
+        let err = find("dsnet5O").unwrap_err().to_string();
+        assert!(err.contains("dsnet50"), "{err}");
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_rejected() {
+        let e = |name: &str, o: ModelOptions| resolve(name, &o).unwrap_err().to_string();
+        assert!(e("resnet50", ModelOptions { width: Some(0.0), ..Default::default() }).contains("width"));
+        assert!(e("resnet18", ModelOptions { cardinality: Some(4), ..Default::default() }).contains("basic blocks"));
+        assert!(e("resnet50", ModelOptions { ds_norm: Some(NormKind::Bn), ..Default::default() }).contains("DSNet"));
+        assert!(e("resnext50_32x4d", ModelOptions { width: Some(0.01), ..Default::default() }).contains("group width"));
+        assert!(e("resnet50", ModelOptions { input_size: Some(1), ..Default::default() }).contains("input size"));
+    }
+}
