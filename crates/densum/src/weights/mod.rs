@@ -226,8 +226,8 @@ fn info_from_bytes(path: &Path, bytes: &[u8]) -> Result<FileInfo> {
 /// The tensors of a file, by name, as f32 in file layout.
 pub type TensorMap = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Reads every tensor of a safetensors file as f32 (f64, f16 and bf16 are converted;
-/// integer tensors are skipped).
+/// Reads every tensor of a safetensors file as f32 (f64, f16, bf16 and i64 are converted;
+/// other integer tensors are skipped).
 pub fn read_tensors(path: &Path) -> Result<(FileInfo, TensorMap)> {
     let bytes = std::fs::read(path).map_err(|e| DensumError::io(path, e))?;
     let info = info_from_bytes(path, &bytes)?;
@@ -252,6 +252,10 @@ pub fn read_tensors(path: &Path) -> Result<(FileInfo, TensorMap)> {
             Dtype::BF16 => data
                 .chunks_exact(2)
                 .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                 .collect(),
             _ => continue,
         };
