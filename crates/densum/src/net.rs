@@ -110,7 +110,15 @@ impl Net {
                     })
                     .collect();
                 index += st.blocks;
-                let stage = Stage::new(&cfg.block, cfg.connect, in_ch, st.planes, st.stride, &rates, device);
+                let stage = Stage::new(
+                    &cfg.block,
+                    cfg.connect,
+                    in_ch,
+                    st.planes,
+                    st.stride,
+                    &rates,
+                    device,
+                );
                 in_ch = st.planes * cfg.block.kind.expansion();
                 stage
             })
@@ -118,7 +126,9 @@ impl Net {
         let features = cfg.feature_channels();
         Net {
             conv1: conv(3, cfg.stem_channels, k, s, 1, device),
-            bn1: cfg.stem_norm.then(|| batch_norm(cfg.stem_channels, false, device)),
+            bn1: cfg
+                .stem_norm
+                .then(|| batch_norm(cfg.stem_channels, false, device)),
             maxpool: (cfg.stem == StemKind::Imagenet).then(|| {
                 MaxPool2dConfig::new([3, 3])
                     .with_strides([2, 2])

@@ -48,7 +48,11 @@ fn dsnet_counts_match_the_spec() {
 fn within(name: &str, got: usize, millions: f64, tol: f64) {
     let want = millions * 1e6;
     let rel = (got as f64 - want).abs() / want;
-    assert!(rel <= tol, "{name}: {got} parameters, paper {millions}M ({:.1}% off)", rel * 100.0);
+    assert!(
+        rel <= tol,
+        "{name}: {got} parameters, paper {millions}M ({:.1}% off)",
+        rel * 100.0
+    );
 }
 
 #[test]

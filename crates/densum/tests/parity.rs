@@ -45,7 +45,11 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 fn rel_err_floor(a: &[f32], b: &[f32], floor: f32) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(floor, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+        / scale
 }
 
 fn tensor4(map: &TensorMap, name: &str, device: &Device) -> Tensor<4> {
@@ -105,9 +109,15 @@ fn one_training_step_gradients_equal_pytorch() {
             .forward(logits.clone(), labels);
         let err = rel_err(&values(logits), &map["__train_logits__"].1);
         let loss_err = rel_err(&values(loss.clone()), &map["__loss__"].1);
-        println!("{:24} train logits {err:.2e}, loss {loss_err:.2e}", case.case);
+        println!(
+            "{:24} train logits {err:.2e}, loss {loss_err:.2e}",
+            case.case
+        );
         if !(err <= 1e-4 && loss_err <= 1e-4) {
-            failures.push(format!("{}: train logits {err:.3e}, loss {loss_err:.3e}", case.case));
+            failures.push(format!(
+                "{}: train logits {err:.3e}, loss {loss_err:.3e}",
+                case.case
+            ));
         }
         let grads = loss.backward();
         let mut grads = GradCollector::collect(&net, &grads);
@@ -126,10 +136,16 @@ fn one_training_step_gradients_equal_pytorch() {
             worst = worst.max(e);
             checked += 1;
             if !(e <= 1e-3) {
-                failures.push(format!("{}: gradient of `{pname}` differs by {e:.3e}", case.case));
+                failures.push(format!(
+                    "{}: gradient of `{pname}` differs by {e:.3e}",
+                    case.case
+                ));
             }
         }
-        println!("{:24} {checked} gradients compared, worst relative error {worst:.2e}", case.case);
+        println!(
+            "{:24} {checked} gradients compared, worst relative error {worst:.2e}",
+            case.case
+        );
         assert!(checked > 10);
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -160,7 +176,11 @@ impl ModuleVisitor for GradCollector<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let (name, transposed) = self.path.current();
         if let Some(g) = param.val().grad(self.grads) {
-            let g = if transposed && D == 2 { g.swap_dims(0, 1) } else { g };
+            let g = if transposed && D == 2 {
+                g.swap_dims(0, 1)
+            } else {
+                g
+            };
             self.out.insert(name, values(g));
         }
     }

@@ -173,7 +173,13 @@ impl DenseSum {
     /// Records output `i` of the stage: normalise once, keep for every later block.
     /// `y` is the aggregation Y_i, `x` the branch output X_i (variant a reads X_i, with
     /// X_0 := Y_0).
-    pub(crate) fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut Vec<Tensor<4>>) {
+    pub(crate) fn record(
+        &self,
+        i: usize,
+        y: &Tensor<4>,
+        x: &Tensor<4>,
+        history: &mut Vec<Tensor<4>>,
+    ) {
         let Some(norm) = self.ds_norm.get(i) else {
             return; // the last output is read by no later shortcut
         };
@@ -185,7 +191,12 @@ impl DenseSum {
     }
 
     /// `X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i`, before the block's output activation.
-    pub(crate) fn aggregate(&self, l: usize, branch: Tensor<4>, history: &[Tensor<4>]) -> Tensor<4> {
+    pub(crate) fn aggregate(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        history: &[Tensor<4>],
+    ) -> Tensor<4> {
         match weighted_sum(&self.ds[l - 1], &history[..l]) {
             Some(s) => branch + s,
             None => branch,

@@ -61,10 +61,18 @@ pub struct History {
 
 impl Connect {
     /// The connectivity of `kind` for a stage of `blocks` blocks and `channels` channels.
-    pub fn new(kind: ConnectKind, blocks: usize, channels: usize, gn_base: usize, device: &Device) -> Self {
+    pub fn new(
+        kind: ConnectKind,
+        blocks: usize,
+        channels: usize,
+        gn_base: usize,
+        device: &Device,
+    ) -> Self {
         Connect {
             dense: match &kind {
-                ConnectKind::DenseSum(cfg) => Some(DenseSum::new(cfg, blocks, channels, gn_base, device)),
+                ConnectKind::DenseSum(cfg) => {
+                    Some(DenseSum::new(cfg, blocks, channels, gn_base, device))
+                }
                 _ => None,
             },
             rg: match kind {
@@ -104,7 +112,9 @@ impl Connect {
         finish: impl Fn(Tensor<4>) -> Tensor<4>,
     ) -> Tensor<4> {
         match (&self.kind, &self.dense, &self.rg) {
-            (ConnectKind::DenseSum(_), Some(d), _) => finish(d.aggregate(l, branch, &history.normalised)),
+            (ConnectKind::DenseSum(_), Some(d), _) => {
+                finish(d.aggregate(l, branch, &history.normalised))
+            }
             (ConnectKind::DenseIdentity, _, _) => match &history.sum {
                 Some(s) => finish(branch + s.clone()),
                 None => finish(branch + prev),

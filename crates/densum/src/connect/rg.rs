@@ -45,7 +45,12 @@ impl RgShortcut {
     }
 
     /// The shortcut of `variant`.
-    pub fn for_variant(variant: RgVariant, channels: usize, gn_base: usize, device: &Device) -> Self {
+    pub fn for_variant(
+        variant: RgVariant,
+        channels: usize,
+        gn_base: usize,
+        device: &Device,
+    ) -> Self {
         match variant {
             RgVariant::Rbs => RgShortcut {
                 norm: ShortcutNorm::batch(channels, device),
@@ -79,7 +84,13 @@ pub struct RgShortcuts {
 
 impl RgShortcuts {
     /// Shortcuts for a stage of `blocks` blocks with `channels` output channels.
-    pub fn new(variant: RgVariant, blocks: usize, channels: usize, gn_base: usize, device: &Device) -> Self {
+    pub fn new(
+        variant: RgVariant,
+        blocks: usize,
+        channels: usize,
+        gn_base: usize,
+        device: &Device,
+    ) -> Self {
         RgShortcuts {
             rg: (1..blocks)
                 .map(|_| RgShortcut::for_variant(variant, channels, gn_base, device))

@@ -2,8 +2,8 @@
 //! residual branch after its last normalisation.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
@@ -80,7 +80,11 @@ impl Cbam {
     /// CBAM for `channels` channels.
     pub fn new(channels: usize, device: &Device) -> Self {
         let rd = reduced_channels(channels);
-        let fc = |i, o| Conv2dConfig::new([i, o], [1, 1]).with_bias(false).init(device);
+        let fc = |i, o| {
+            Conv2dConfig::new([i, o], [1, 1])
+                .with_bias(false)
+                .init(device)
+        };
         Cbam {
             fc1: fc(channels, rd),
             fc2: fc(rd, channels),
@@ -96,7 +100,11 @@ impl Cbam {
         let [n, c, h, w] = x.dims();
         let mlp = |t: Tensor<4>| self.fc2.forward(relu(self.fc1.forward(t)));
         let avg = adaptive_avg_pool2d(x.clone(), [1, 1]);
-        let max = x.clone().reshape([n, c, h * w]).max_dim(2).reshape([n, c, 1, 1]);
+        let max = x
+            .clone()
+            .reshape([n, c, h * w])
+            .max_dim(2)
+            .reshape([n, c, 1, 1]);
         let x = x * sigmoid(mlp(avg) + mlp(max));
         let pooled = Tensor::cat(vec![x.clone().mean_dim(1), x.clone().max_dim(1)], 1);
         let s = sigmoid(self.spatial.forward(pooled));
@@ -131,7 +139,13 @@ pub fn apply_attention(se: &Option<SqueezeExcite>, cbam: &Option<Cbam>, x: Tenso
 }
 
 /// Multiply-accumulates of the attention present, for `c` channels at `h` x `w`.
-pub fn attention_macs(se: &Option<SqueezeExcite>, cbam: &Option<Cbam>, c: usize, h: usize, w: usize) -> u64 {
+pub fn attention_macs(
+    se: &Option<SqueezeExcite>,
+    cbam: &Option<Cbam>,
+    c: usize,
+    h: usize,
+    w: usize,
+) -> u64 {
     let rd = reduced_channels(c) as u64;
     let c = c as u64;
     let mut macs = 0;

@@ -6,7 +6,9 @@ pub mod conv;
 pub mod drop_path;
 pub mod norm;
 
-pub use attention::{AttentionKind, Cbam, SqueezeExcite, apply_attention, attention, attention_macs};
+pub use attention::{
+    AttentionKind, Cbam, SqueezeExcite, apply_attention, attention, attention_macs,
+};
 pub use conv::{Projection, batch_norm, conv, relu};
 pub use drop_path::DropPath;
 pub use norm::{FreeBatchNorm, FreeNorm, NormKind, ShortcutNorm, apply_free_norm, gn_groups};

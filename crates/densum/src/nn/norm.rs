@@ -145,7 +145,9 @@ pub enum ShortcutNorm {
 impl ShortcutNorm {
     /// GroupNorm (affine) with the spec's group count.
     pub fn group(channels: usize, gn_base: usize, device: &Device) -> Self {
-        ShortcutNorm::Group(GroupNormConfig::new(gn_groups(channels, gn_base), channels).init(device))
+        ShortcutNorm::Group(
+            GroupNormConfig::new(gn_groups(channels, gn_base), channels).init(device),
+        )
     }
 
     /// BatchNorm (affine).

@@ -171,7 +171,26 @@ pub fn save(net: &Net, model: &str, options: &ModelOptions, path: &Path) -> Resu
     meta.insert("format".to_string(), "densum-1".to_string());
     let serialized = safetensors::serialize(views, Some(meta))
         .map_err(|e| DensumError::weights(path, e.to_string()))?;
-    write_atomic(path, &serialized)
+    write_atomic(path, &canonical_header(serialized))
+}
+
+/// Rewrites a safetensors header with its keys sorted, so the same weights always give the
+/// same bytes (the metadata map would otherwise come out in hash order).
+fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else {
+        return bytes;
+    };
+    // serde_json's maps are sorted by key.
+    let mut text = serde_json::to_vec(&header).expect("re-serialise header");
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, fsynced and renamed.
@@ -183,7 +202,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| DensumError::weights(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -308,7 +331,8 @@ impl ModuleMapper for Loader<'_> {
             expected.reverse();
         }
         let Some((shape, values)) = self.tensors.get(&name) else {
-            self.errors.push(format!("missing tensor `{name}` (shape {expected:?})"));
+            self.errors
+                .push(format!("missing tensor `{name}` (shape {expected:?})"));
             return param;
         };
         self.used.insert(name.clone());
@@ -329,7 +353,12 @@ impl ModuleMapper for Loader<'_> {
 
 /// Loads tensors into `module`, checking that every tensor the model has is present with its
 /// shape and that the file has no tensor the model lacks. `path` names the source in errors.
-pub fn load_tensors<M: Module>(module: M, tensors: &TensorMap, path: &Path, device: &Device) -> Result<M> {
+pub fn load_tensors<M: Module>(
+    module: M,
+    tensors: &TensorMap,
+    path: &Path,
+    device: &Device,
+) -> Result<M> {
     let mut loader = Loader {
         path: PathTracker::default(),
         tensors,
@@ -348,13 +377,20 @@ pub fn load_tensors<M: Module>(module: M, tensors: &TensorMap, path: &Path, devi
         .collect();
     extra.sort();
     for k in extra {
-        loader.errors.push(format!("unexpected tensor `{k}` (not part of this model)"));
+        loader
+            .errors
+            .push(format!("unexpected tensor `{k}` (not part of this model)"));
     }
     if loader.errors.is_empty() {
         Ok(module)
     } else {
         let n = loader.errors.len();
-        let mut msg = loader.errors.into_iter().take(8).collect::<Vec<_>>().join("; ");
+        let mut msg = loader
+            .errors
+            .into_iter()
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("; ");
         if n > 8 {
             msg.push_str(&format!("; and {} more", n - 8));
         }

@@ -2,13 +2,19 @@
 //! ResNet backbones; DS2Net adds the inner shortcut over each stride-1 bottleneck's 3x3
 //! convolution; "ResNet-dense" is the naive dense identity the paper ablates against.
 
-use super::resnet::{CIFAR_DEPTHS, IMAGENET_DEPTHS, RESNEXTS, WIDE_RESNETS, cifar_resnet, imagenet_resnet, resnext, wide_resnet};
+use super::resnet::{
+    CIFAR_DEPTHS, IMAGENET_DEPTHS, RESNEXTS, WIDE_RESNETS, cifar_resnet, imagenet_resnet, resnext,
+    wide_resnet,
+};
 use super::{Arch, ModelEntry};
 use crate::block::{BlockKind, InnerShortcut};
 use crate::connect::{ConnectKind, DenseSumConfig, DsVariant};
 
 fn ds(variant: DsVariant) -> ConnectKind {
-    ConnectKind::DenseSum(DenseSumConfig { variant, ..DenseSumConfig::default() })
+    ConnectKind::DenseSum(DenseSumConfig {
+        variant,
+        ..DenseSumConfig::default()
+    })
 }
 
 /// DSNet on `arch` (variant b).
@@ -27,28 +33,68 @@ pub fn register(r: &mut Vec<ModelEntry>) {
     for &(depth, block, _) in IMAGENET_DEPTHS {
         let base = imagenet_resnet(depth).expect("listed depth");
         r.push(ModelEntry::new(format!("dsnet{depth}"), F, format!("DSNet-{depth}: ResNet-{depth} with dense weighted normalised shortcuts (variant b, GN)"), dsnet(base.clone())));
-        r.push(ModelEntry::new(format!("dsnet{depth}_a"), F, format!("DSNet-{depth}-a: dense shortcuts read branch outputs X_i"), base.clone().with_connect(ds(DsVariant::A))));
-        r.push(ModelEntry::new(format!("resnet{depth}_dense"), F, format!("ResNet-{depth}-dense: naive dense identity, Y_l = ReLU(X_l + sum Y_i)"), base.clone().with_connect(ConnectKind::DenseIdentity)));
+        r.push(ModelEntry::new(
+            format!("dsnet{depth}_a"),
+            F,
+            format!("DSNet-{depth}-a: dense shortcuts read branch outputs X_i"),
+            base.clone().with_connect(ds(DsVariant::A)),
+        ));
+        r.push(ModelEntry::new(
+            format!("resnet{depth}_dense"),
+            F,
+            format!("ResNet-{depth}-dense: naive dense identity, Y_l = ReLU(X_l + sum Y_i)"),
+            base.clone().with_connect(ConnectKind::DenseIdentity),
+        ));
         if block == BlockKind::Bottleneck {
-            r.push(ModelEntry::new(format!("ds2net{depth}"), F, format!("DS2Net-{depth}: DSNet-{depth} plus inner shortcuts over the 3x3 convolutions"), ds2net(base)));
+            r.push(ModelEntry::new(
+                format!("ds2net{depth}"),
+                F,
+                format!(
+                    "DS2Net-{depth}: DSNet-{depth} plus inner shortcuts over the 3x3 convolutions"
+                ),
+                ds2net(base),
+            ));
         }
     }
     for &depth in CIFAR_DEPTHS {
-        r.push(ModelEntry::new(format!("dsnet{depth}"), F, format!("CIFAR DSNet-{depth} (ResNet-{depth} with dense shortcuts)"), dsnet(cifar_resnet(depth))));
+        r.push(ModelEntry::new(
+            format!("dsnet{depth}"),
+            F,
+            format!("CIFAR DSNet-{depth} (ResNet-{depth} with dense shortcuts)"),
+            dsnet(cifar_resnet(depth)),
+        ));
     }
     for &(suffix, depth, c, d) in RESNEXTS {
         let base = resnext(depth, c, d).expect("listed depth");
-        r.push(ModelEntry::new(format!("dsnext{suffix}"), F, format!("DSNeXt-{depth} {c}x{d}d: ResNeXt with dense shortcuts"), dsnet(base.clone())));
-        r.push(ModelEntry::new(format!("ds2next{suffix}"), F, format!("DS2NeXt-{depth} {c}x{d}d: DSNeXt plus inner shortcuts"), ds2net(base)));
+        r.push(ModelEntry::new(
+            format!("dsnext{suffix}"),
+            F,
+            format!("DSNeXt-{depth} {c}x{d}d: ResNeXt with dense shortcuts"),
+            dsnet(base.clone()),
+        ));
+        r.push(ModelEntry::new(
+            format!("ds2next{suffix}"),
+            F,
+            format!("DS2NeXt-{depth} {c}x{d}d: DSNeXt plus inner shortcuts"),
+            ds2net(base),
+        ));
     }
     for &(depth, k) in WIDE_RESNETS {
-        r.push(ModelEntry::new(format!("dswrn{depth}_{k}"), F, format!("DSWRN-{depth}-{k}: Wide ResNet with dense shortcuts"), dsnet(wide_resnet(depth, k))));
+        r.push(ModelEntry::new(
+            format!("dswrn{depth}_{k}"),
+            F,
+            format!("DSWRN-{depth}-{k}: Wide ResNet with dense shortcuts"),
+            dsnet(wide_resnet(depth, k)),
+        ));
     }
 }
 
 /// Why a DS name that looks plausible is not built, if it is one of those.
 pub fn explain(name: &str) -> Option<String> {
     let depth: usize = name.strip_prefix("ds2net")?.parse().ok()?;
-    let basic = IMAGENET_DEPTHS.iter().any(|(d, b, _)| *d == depth && *b == BlockKind::Basic) || CIFAR_DEPTHS.contains(&depth);
+    let basic = IMAGENET_DEPTHS
+        .iter()
+        .any(|(d, b, _)| *d == depth && *b == BlockKind::Basic)
+        || CIFAR_DEPTHS.contains(&depth);
     basic.then(|| format!("DS2 puts a shortcut around a bottleneck's 3x3 convolution, but ResNet-{depth} has basic blocks; use dsnet{depth}, or a bottleneck depth (ds2net26, ds2net50, ...)"))
 }

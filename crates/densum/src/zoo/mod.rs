@@ -217,7 +217,12 @@ pub struct ModelEntry {
 
 impl ModelEntry {
     /// A new entry.
-    pub fn new(name: impl Into<String>, family: &'static str, description: impl Into<String>, arch: Arch) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        family: &'static str,
+        description: impl Into<String>,
+        arch: Arch,
+    ) -> Self {
         ModelEntry {
             name: name.into(),
             description: description.into(),
@@ -308,7 +313,10 @@ fn check_input_size(model: &str, cfg: &NetConfig, size: usize) -> Result<()> {
     let mut s = size;
     if cfg.stem == StemKind::Imagenet {
         if s < 4 {
-            return Err(DensumError::option(model, format!("input size {size} is too small for the ImageNet stem")));
+            return Err(DensumError::option(
+                model,
+                format!("input size {size} is too small for the ImageNet stem"),
+            ));
         }
         s = (s - 1) / 2 + 1;
         s = (s - 1) / 2 + 1;
@@ -317,7 +325,10 @@ fn check_input_size(model: &str, cfg: &NetConfig, size: usize) -> Result<()> {
         s = (s - 1) / st.stride + 1;
     }
     if size == 0 || s == 0 {
-        return Err(DensumError::option(model, format!("input size {size} leaves no pixels after the stages")));
+        return Err(DensumError::option(
+            model,
+            format!("input size {size} leaves no pixels after the stages"),
+        ));
     }
     Ok(())
 }
@@ -337,7 +348,11 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
     if num_classes == 0 {
         return Err(bad("num_classes must be at least 1".into()));
     }
-    for (opt, v) in [("drop_path", o.drop_path), ("dropout", o.dropout), ("block_dropout", o.block_dropout)] {
+    for (opt, v) in [
+        ("drop_path", o.drop_path),
+        ("dropout", o.dropout),
+        ("block_dropout", o.block_dropout),
+    ] {
         if let Some(v) = v
             && !(0.0..1.0).contains(&v)
         {
@@ -364,9 +379,13 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
     let mut connect = arch.connect;
     let mut inner = arch.inner;
     let ds_opts = o.ds_norm.is_some() || o.ds_weight.is_some() || o.ds_init.is_some();
-    let is_ds = matches!(connect, ConnectKind::DenseSum(_)) || matches!(inner, Some(InnerShortcut::Ds(_)));
+    let is_ds =
+        matches!(connect, ConnectKind::DenseSum(_)) || matches!(inner, Some(InnerShortcut::Ds(_)));
     if ds_opts && !is_ds {
-        return Err(bad("ds_norm, ds_weight and ds_init apply to DSNet models (dense weighted shortcuts) only".into()));
+        return Err(bad(
+            "ds_norm, ds_weight and ds_init apply to DSNet models (dense weighted shortcuts) only"
+                .into(),
+        ));
     }
     let apply_ds = |mut c: DenseSumConfig| {
         c.norm = o.ds_norm.unwrap_or(c.norm);
@@ -387,14 +406,20 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
         }
     }
     if inner.is_some() && arch.block != BlockKind::Bottleneck {
-        return Err(bad("inner shortcuts (DS2, d-RGS) need post-activation bottleneck blocks".into()));
+        return Err(bad(
+            "inner shortcuts (DS2, d-RGS) need post-activation bottleneck blocks".into(),
+        ));
     }
     let attention = o.attention.unwrap_or(arch.attention);
     if attention != AttentionKind::None && arch.block.is_preact() {
-        return Err(bad("attention (SE, CBAM) is built for post-activation blocks only".into()));
+        return Err(bad(
+            "attention (SE, CBAM) is built for post-activation blocks only".into(),
+        ));
     }
     if o.block_dropout.is_some() && arch.block != BlockKind::PreActBasic {
-        return Err(bad("block_dropout applies to Wide ResNet (pre-activation basic) blocks only".into()));
+        return Err(bad(
+            "block_dropout applies to Wide ResNet (pre-activation basic) blocks only".into(),
+        ));
     }
 
     let stem = o.stem.unwrap_or(dataset.stem());
@@ -457,10 +482,55 @@ mod tests {
     #[test]
     fn options_that_do_not_apply_are_rejected() {
         let e = |name: &str, o: ModelOptions| resolve(name, &o).unwrap_err().to_string();
-        assert!(e("resnet50", ModelOptions { width: Some(0.0), ..Default::default() }).contains("width"));
-        assert!(e("resnet18", ModelOptions { cardinality: Some(4), ..Default::default() }).contains("basic blocks"));
-        assert!(e("resnet50", ModelOptions { ds_norm: Some(NormKind::Bn), ..Default::default() }).contains("DSNet"));
-        assert!(e("resnext50_32x4d", ModelOptions { width: Some(0.01), ..Default::default() }).contains("group width"));
-        assert!(e("resnet50", ModelOptions { input_size: Some(1), ..Default::default() }).contains("input size"));
+        assert!(
+            e(
+                "resnet50",
+                ModelOptions {
+                    width: Some(0.0),
+                    ..Default::default()
+                }
+            )
+            .contains("width")
+        );
+        assert!(
+            e(
+                "resnet18",
+                ModelOptions {
+                    cardinality: Some(4),
+                    ..Default::default()
+                }
+            )
+            .contains("basic blocks")
+        );
+        assert!(
+            e(
+                "resnet50",
+                ModelOptions {
+                    ds_norm: Some(NormKind::Bn),
+                    ..Default::default()
+                }
+            )
+            .contains("DSNet")
+        );
+        assert!(
+            e(
+                "resnext50_32x4d",
+                ModelOptions {
+                    width: Some(0.01),
+                    ..Default::default()
+                }
+            )
+            .contains("group width")
+        );
+        assert!(
+            e(
+                "resnet50",
+                ModelOptions {
+                    input_size: Some(1),
+                    ..Default::default()
+                }
+            )
+            .contains("input size")
+        );
     }
 }

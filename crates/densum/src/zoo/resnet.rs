@@ -93,31 +93,58 @@ pub fn register(r: &mut Vec<ModelEntry>) {
     const F: &str = "resnet";
     for &(depth, block, _) in IMAGENET_DEPTHS {
         let arch = imagenet_resnet(depth).expect("listed depth");
-        let kind = if block == BlockKind::Basic { "basic" } else { "bottleneck" };
-        r.push(ModelEntry::new(format!("resnet{depth}"), F, format!("ResNet-{depth} ({kind} blocks)"), arch.clone()));
+        let kind = if block == BlockKind::Basic {
+            "basic"
+        } else {
+            "bottleneck"
+        };
+        r.push(ModelEntry::new(
+            format!("resnet{depth}"),
+            F,
+            format!("ResNet-{depth} ({kind} blocks)"),
+            arch.clone(),
+        ));
         if block == BlockKind::Bottleneck {
-            for (prefix, att, label) in [("se", AttentionKind::Se, "SE"), ("cbam", AttentionKind::Cbam, "CBAM")] {
+            for (prefix, att, label) in [
+                ("se", AttentionKind::Se, "SE"),
+                ("cbam", AttentionKind::Cbam, "CBAM"),
+            ] {
                 r.push(ModelEntry::new(
                     format!("{prefix}_resnet{depth}"),
                     F,
                     format!("{label}-ResNet-{depth}: {label} attention on every bottleneck branch"),
-                    Arch { attention: att, ..arch.clone() },
+                    Arch {
+                        attention: att,
+                        ..arch.clone()
+                    },
                 ));
             }
         }
         let preact = Arch {
-            block: if block == BlockKind::Basic { BlockKind::PreActBasic } else { BlockKind::PreActBottleneck },
+            block: if block == BlockKind::Basic {
+                BlockKind::PreActBasic
+            } else {
+                BlockKind::PreActBottleneck
+            },
             ..arch.clone()
         };
         if [18, 34, 50, 101, 152, 200].contains(&depth) {
-            r.push(ModelEntry::new(format!("preact_resnet{depth}"), F, format!("pre-activation ResNet-{depth}"), preact));
+            r.push(ModelEntry::new(
+                format!("preact_resnet{depth}"),
+                F,
+                format!("pre-activation ResNet-{depth}"),
+                preact,
+            ));
         }
     }
     for &depth in CIFAR_DEPTHS {
         r.push(ModelEntry::new(
             format!("resnet{depth}"),
             F,
-            format!("CIFAR ResNet-{depth}: 3 stages of {} basic blocks, 16/32/64 channels", (depth - 2) / 6),
+            format!(
+                "CIFAR ResNet-{depth}: 3 stages of {} basic blocks, 16/32/64 channels",
+                (depth - 2) / 6
+            ),
             cifar_resnet(depth),
         ));
     }
@@ -164,7 +191,10 @@ pub fn register(r: &mut Vec<ModelEntry>) {
             format!("wide_resnet{depth}_2"),
             F,
             format!("Wide ResNet-{depth}-2: bottleneck inner width doubled"),
-            Arch { base_width: 128, ..imagenet_resnet(depth).expect("listed depth") },
+            Arch {
+                base_width: 128,
+                ..imagenet_resnet(depth).expect("listed depth")
+            },
         ));
     }
     let _ = ConnectKind::Residual;

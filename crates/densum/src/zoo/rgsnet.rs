@@ -13,22 +13,62 @@ pub fn register(r: &mut Vec<ModelEntry>) {
     let rg = |v| ConnectKind::Rg(v);
     for &(depth, block, _) in IMAGENET_DEPTHS {
         let base = imagenet_resnet(depth).expect("listed depth");
-        r.push(ModelEntry::new(format!("brgsnet{depth}"), F, format!("b-RGSNet-{depth}: shortcut GroupNorm(ReLU(x)), no output ReLU"), base.clone().with_connect(rg(RgVariant::B))));
+        r.push(ModelEntry::new(
+            format!("brgsnet{depth}"),
+            F,
+            format!("b-RGSNet-{depth}: shortcut GroupNorm(ReLU(x)), no output ReLU"),
+            base.clone().with_connect(rg(RgVariant::B)),
+        ));
         if block != BlockKind::Bottleneck {
             continue;
         }
-        r.push(ModelEntry::new(format!("drgsnet{depth}"), F, format!("d-RGSNet-{depth}: b-RGS plus inner RG shortcuts over stride-1 3x3 convolutions"), base.clone().with_connect(rg(RgVariant::B)).with_inner(InnerShortcut::Rg)));
-        r.push(ModelEntry::new(format!("resrgsnet{depth}"), F, format!("Res-RGSNet-{depth}: d-RGS plus the identity, y = x + F(x) + RG(x)"), base.clone().with_connect(rg(RgVariant::Res)).with_inner(InnerShortcut::Rg)));
+        r.push(ModelEntry::new(
+            format!("drgsnet{depth}"),
+            F,
+            format!(
+                "d-RGSNet-{depth}: b-RGS plus inner RG shortcuts over stride-1 3x3 convolutions"
+            ),
+            base.clone()
+                .with_connect(rg(RgVariant::B))
+                .with_inner(InnerShortcut::Rg),
+        ));
+        r.push(ModelEntry::new(
+            format!("resrgsnet{depth}"),
+            F,
+            format!("Res-RGSNet-{depth}: d-RGS plus the identity, y = x + F(x) + RG(x)"),
+            base.clone()
+                .with_connect(rg(RgVariant::Res))
+                .with_inner(InnerShortcut::Rg),
+        ));
         for (v, tag, what) in [
             (RgVariant::Rbs, "rbs", "ReLU + BatchNorm shortcut"),
             (RgVariant::Gs, "gs", "GroupNorm-only shortcut"),
             (RgVariant::Rgb, "rgb", "RG after the identity sum"),
         ] {
-            r.push(ModelEntry::new(format!("brgsnet{depth}_{tag}"), F, format!("RGSNet ablation {}: {what}", tag.to_uppercase()), base.clone().with_connect(rg(v))));
+            r.push(ModelEntry::new(
+                format!("brgsnet{depth}_{tag}"),
+                F,
+                format!("RGSNet ablation {}: {what}", tag.to_uppercase()),
+                base.clone().with_connect(rg(v)),
+            ));
         }
-        r.push(ModelEntry::new(format!("resnet{depth}_2gn"), F, "RGSNet ablation 2GN: GroupNorm after each ReLU in the branch, identity shortcut".to_string(), Arch { branch_gn: true, ..base }));
+        r.push(ModelEntry::new(
+            format!("resnet{depth}_2gn"),
+            F,
+            "RGSNet ablation 2GN: GroupNorm after each ReLU in the branch, identity shortcut"
+                .to_string(),
+            Arch {
+                branch_gn: true,
+                ..base
+            },
+        ));
     }
     for &depth in CIFAR_DEPTHS {
-        r.push(ModelEntry::new(format!("brgsnet{depth}"), F, format!("CIFAR b-RGSNet-{depth}"), cifar_resnet(depth).with_connect(rg(RgVariant::B))));
+        r.push(ModelEntry::new(
+            format!("brgsnet{depth}"),
+            F,
+            format!("CIFAR b-RGSNet-{depth}"),
+            cifar_resnet(depth).with_connect(rg(RgVariant::B)),
+        ));
     }
 }

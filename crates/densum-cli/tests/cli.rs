@@ -1,0 +1,304 @@
+//! The `densum` command as a user runs it: model listing, info, init, predict, bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn densum(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_densum"))
+        .args(args)
+        .output()
+        .expect("run densum")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = densum(args);
+    assert!(
+        out.status.success(),
+        "densum {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = densum(args);
+    assert!(!out.status.success(), "densum {args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "densum {args:?} panicked: {err}");
+    err
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../densum/tests/fixtures")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("densum-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn info_reports_the_spec_counts() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&["info", "dsnet50", "--json"])).unwrap();
+    assert_eq!(v["params"], 25_582_376);
+    assert_eq!(v["macs"], 4_089_184_256u64);
+    assert_eq!(v["output"][0], 1000);
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "info",
+        "ds2net50",
+        "--dataset",
+        "cifar100",
+        "--width",
+        "0.25",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(v["params"], 1_537_412);
+    assert_eq!(v["input"][1], 32);
+    let text = ok(&["info", "resnet50"]);
+    assert!(
+        text.contains("25,557,032") && text.contains("layer4"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_issue_name_is_registered() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&["models", "--json"])).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let mut wanted: Vec<String> = [
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "resnet110",
+        "preact_resnet164",
+        "preact_resnet1001",
+        "resnext50_32x4d",
+        "resnext29_8x64d",
+        "resnext29_16x64d",
+        "wrn28_10",
+        "wide_resnet50_2",
+        "se_resnet50",
+        "cbam_resnet50",
+        "dsnet50",
+        "ds2net50",
+        "dsnet50_a",
+        "resnet50_dense",
+        "dsnext50_32x4d",
+        "ds2next50_32x4d",
+        "dswrn28_10",
+        "brgsnet50",
+        "drgsnet50",
+        "resrgsnet50",
+        "brgsnet50_rbs",
+        "brgsnet50_gs",
+        "brgsnet50_rgb",
+        "resnet50_2gn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for d in [18, 26, 34, 38, 50, 62, 77, 101, 152, 200] {
+        wanted.push(format!("resnet{d}"));
+        wanted.push(format!("dsnet{d}"));
+        wanted.push(format!("brgsnet{d}"));
+    }
+    for w in &wanted {
+        assert!(
+            names.contains(&w.as_str()),
+            "{w} missing from `densum models`"
+        );
+    }
+}
+
+#[test]
+fn predict_reproduces_pytorch_logits_on_the_fixtures() {
+    for case in [
+        "dsnet50",
+        "tv_resnet50_w025_c100",
+        "tv_resnet18_w025_imagenetstem",
+        "resrgsnet50",
+    ] {
+        let file = fixtures().join(format!("{case}.safetensors"));
+        let st_bytes = std::fs::read(&file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&st_bytes).unwrap();
+        let images: Vec<String> = meta.metadata().as_ref().unwrap()["images"]
+            .split(',')
+            .map(|p| fixtures().join(p).display().to_string())
+            .collect();
+        let want: Vec<f32> = st
+            .tensor("__logits__")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut args = vec![
+            "predict",
+            "--weights",
+            file.to_str().unwrap(),
+            "--format",
+            "json",
+        ];
+        if case.contains("imagenetstem") {
+            // 64 px inputs to an ImageNet-stem network: say so, or they would be resized to 224.
+            args.extend(["--input-size", "64"]);
+        }
+        args.extend(images.iter().map(|s| s.as_str()));
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        let got: Vec<f32> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r["logits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        assert_eq!(got.len(), want.len(), "{case}");
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+            / scale;
+        assert!(err <= 1e-4, "{case}: relative error {err}");
+        assert_eq!(v[0]["top5"].as_array().unwrap().len(), 5);
+        assert_eq!(v[1]["file"], images[1].as_str());
+    }
+}
+
+#[test]
+fn init_then_predict_round_trips_and_resizes() {
+    let out = tmp("resnet20.safetensors");
+    ok(&[
+        "init",
+        "resnet20",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let img = fixtures().join("images/img0_64.png");
+    // A 64x64 image into a 32 px model: resized and centre-cropped.
+    let text = ok(&[
+        "predict",
+        "--weights",
+        out.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert!(text.contains("1. class"), "{text}");
+    // Same seed, same weights.
+    let again = tmp("resnet20b.safetensors");
+    ok(&[
+        "init",
+        "resnet20",
+        "--seed",
+        "3",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    assert!(fails(&["info", "dsnet5O"]).contains("did you mean: dsnet50"));
+    assert!(fails(&["info", "ds2net18"]).contains("basic blocks"));
+    assert!(fails(&["info", "resnet50", "--width=-1"]).contains("width"));
+    assert!(fails(&["info", "resnet50", "--width", "0"]).contains("width"));
+    assert!(
+        fails(&[
+            "info",
+            "resnext50_32x4d",
+            "--cardinality",
+            "32",
+            "--base-width",
+            "1",
+            "--width",
+            "0.25"
+        ])
+        .contains("group width")
+    );
+    assert!(fails(&["info", "resnet50", "--dataset", "mnist"]).contains("--dataset mnist"));
+
+    // Weights of another model, or with a wrong shape, name the model or tensor.
+    let file = fixtures().join("dsnet50.safetensors");
+    let img = fixtures().join("images/img0.png");
+    let (f, i) = (file.to_str().unwrap(), img.to_str().unwrap());
+    assert!(
+        fails(&["predict", "--model", "resnet50", "--weights", f, i])
+            .contains("holds model `dsnet50`")
+    );
+    assert!(
+        fails(&["predict", "--weights", f, "--width", "0.25", i]).contains("layer1.0.conv1.weight")
+    );
+
+    // Missing tensors: a resnet50 file loaded as ... its own name but fewer tensors.
+    let small = tmp("dsnet26.safetensors");
+    ok(&[
+        "init",
+        "dsnet26",
+        "--dataset",
+        "cifar10",
+        "--width",
+        "0.125",
+        "--out",
+        small.to_str().unwrap(),
+    ]);
+    let err = fails(&[
+        "predict",
+        "--model",
+        "dsnet26",
+        "--dataset",
+        "cifar10",
+        "--width",
+        "0.125",
+        "--weights",
+        f,
+        i,
+    ]);
+    assert!(err.contains("dsnet50"), "{err}");
+
+    // Corrupt weight file, unreadable image, missing file.
+    let corrupt = tmp("corrupt.safetensors");
+    std::fs::write(&corrupt, b"not a safetensors file at all").unwrap();
+    assert!(
+        fails(&["predict", "--weights", corrupt.to_str().unwrap(), i])
+            .contains("corrupt.safetensors")
+    );
+    let bad_img = tmp("bad.png");
+    std::fs::write(&bad_img, b"\x89PNG\r\n\x1a\n garbage").unwrap();
+    let err = fails(&["predict", "--weights", f, bad_img.to_str().unwrap()]);
+    assert!(err.contains("bad.png") && err.contains("decode"), "{err}");
+    assert!(
+        fails(&["predict", "--weights", f, "/nonexistent/x.png"]).contains("/nonexistent/x.png")
+    );
+    assert!(
+        fails(&["predict", "--weights", "/nonexistent/w.safetensors", i])
+            .contains("/nonexistent/w.safetensors")
+    );
+
+    // init into a folder that does not exist leaves nothing behind.
+    assert!(
+        fails(&[
+            "init",
+            "resnet20",
+            "--out",
+            "/nonexistent/dir/w.safetensors"
+        ])
+        .contains("/nonexistent/dir")
+    );
+}
