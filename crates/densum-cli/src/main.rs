@@ -3,7 +3,7 @@
 mod model_args;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -199,7 +199,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -207,7 +207,7 @@ fn group(n: u64) -> String {
     out
 }
 
-fn init(model: &str, args: &ModelArgs, seed: u64, out: &PathBuf) -> Result<()> {
+fn init(model: &str, args: &ModelArgs, seed: u64, out: &Path) -> Result<()> {
     let spec = zoo::resolve(model, &args.options()?)?;
     let device = Device::default();
     device.seed(seed);
@@ -225,7 +225,7 @@ fn init(model: &str, args: &ModelArgs, seed: u64, out: &PathBuf) -> Result<()> {
 fn predict(
     model: Option<String>,
     args: &ModelArgs,
-    weights_path: &PathBuf,
+    weights_path: &Path,
     format: Format,
     top: usize,
     images: &[PathBuf],

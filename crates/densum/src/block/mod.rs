@@ -119,6 +119,9 @@ pub struct BlockOut {
 }
 
 /// One block of any kind.
+// Variants differ in size, but a network holds few blocks and Burn's derive does not see
+// through a Box, so they stay inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block {
     /// [`BasicBlock`].

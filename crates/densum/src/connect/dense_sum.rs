@@ -118,9 +118,9 @@ impl DsWeight {
         match self {
             DsWeight::Channel(w) => {
                 let [_, c] = w.dims();
-                t * w.val().slice([i..i + 1, 0..c]).reshape([1, c, 1, 1])
+                t * w.val().narrow(0, i, 1).reshape([1, c, 1, 1])
             }
-            DsWeight::Scalar(w) => t * w.val().slice([i..i + 1]).reshape([1, 1, 1, 1]),
+            DsWeight::Scalar(w) => t * w.val().narrow(0, i, 1).reshape([1, 1, 1, 1]),
         }
     }
 }

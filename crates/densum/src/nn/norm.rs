@@ -34,7 +34,10 @@ impl NormKind {
 /// `channels` below it when `base` does not divide the channel count (spec section 2).
 pub fn gn_groups(channels: usize, base: usize) -> usize {
     let base = base.clamp(1, channels.max(1));
-    (1..=base).rev().find(|g| channels % g == 0).unwrap_or(1)
+    (1..=base)
+        .rev()
+        .find(|g| channels.is_multiple_of(*g))
+        .unwrap_or(1)
 }
 
 /// BatchNorm without affine parameters: what DSNet's "bn" ablation normalises with, since
