@@ -32,7 +32,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn manifest() -> Vec<Case> {
-    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    manifest_in(&fixtures())
+}
+
+fn manifest_in(dir: &Path) -> Vec<Case> {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     serde_json::from_str::<Manifest>(&text).unwrap().cases
 }
 
@@ -58,7 +62,11 @@ fn tensor4(map: &TensorMap, name: &str, device: &Device) -> Tensor<4> {
 }
 
 fn load_case(case: &Case, device: &Device) -> (Net, TensorMap) {
-    let path = fixtures().join(&case.file);
+    load_case_in(&fixtures(), case, device)
+}
+
+fn load_case_in(dir: &Path, case: &Case, device: &Device) -> (Net, TensorMap) {
+    let path = dir.join(&case.file);
     let (_, map) = weights::read_tensors(&path).unwrap();
     let spec = zoo::resolve(&case.model, &case.options).unwrap();
     let net = Net::new(&spec.config, device);
@@ -73,10 +81,31 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 #[test]
 fn logits_equal_pytorch() {
+    logits_equal_pytorch_in(&fixtures());
+}
+
+/// Full-size torchvision ResNet-50, ResNeXt-50 32x4d and WRN-50-2 at 224 px. The fixtures are
+/// too large to commit; make them with `.venv/bin/python tools/make_fixtures.py --large`, then
+/// run `cargo test -p densum --test parity -- --ignored`.
+#[test]
+#[ignore = "needs tools/make_fixtures.py --large (about 480 MB)"]
+fn large_torchvision_models_equal_pytorch() {
+    let dir = std::env::var_os("DENSUM_LARGE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fixtures().join("../../../../tools/fixtures/large"));
+    assert!(
+        dir.join("manifest.json").exists(),
+        "no large fixtures in {}: run tools/make_fixtures.py --large",
+        dir.display()
+    );
+    logits_equal_pytorch_in(&dir);
+}
+
+fn logits_equal_pytorch_in(dir: &Path) {
     let device = Device::default();
     let mut failures = Vec::new();
-    for case in manifest() {
-        let (net, map) = load_case(&case, &device);
+    for case in manifest_in(dir) {
+        let (net, map) = load_case_in(dir, &case, &device);
         let logits = values(net.forward(tensor4(&map, "__input__", &device)));
         let err = rel_err(&logits, &map["__logits__"].1);
         println!("{:32} relative error {err:.2e}", case.case);
