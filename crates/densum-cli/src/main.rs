@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use densum::measure::alloc::CountingAlloc;
+use densum::measure::bench::{BenchConfig, BenchMode, BenchResult, bench};
 use densum::measure::cost;
 use densum::predict::{batch, load_image, top_k};
 use densum::weights;
@@ -16,6 +18,10 @@ use densum::{Device, Net};
 use serde_json::json;
 
 use model_args::ModelArgs;
+
+// Peak memory in `densum bench` is measured by counting allocations.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 /// Convolutional backbones as block x connectivity: ResNet, DSNet, RGSNet and friends.
 #[derive(Parser)]
@@ -58,6 +64,36 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Measure parameters, MACs, time and peak memory of training steps and inference.
+    ///
+    /// Every figure is also given as a ratio to the first model listed, so
+    /// `densum bench resnet50 dsnet50 ds2net50 --dataset imagenet --batch 32` compares
+    /// DSNet's cost with ResNet's as the DSNet paper's Table 9 does.
+    Bench {
+        /// Registered model names; ratios are relative to the first.
+        #[arg(required = true)]
+        models: Vec<String>,
+        #[command(flatten)]
+        args: ModelArgs,
+        /// Images per batch.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// What to measure.
+        #[arg(long, value_enum, default_value_t = Mode::Both)]
+        mode: Mode,
+        /// Unmeasured iterations first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Measured iterations.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Classify images with a model and its weights.
     ///
     /// Images (PNG, JPEG) are decoded to RGB and scaled to [0, 1]. An image of the model's
@@ -83,6 +119,13 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Train,
+    Infer,
+    Both,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,6 +170,29 @@ fn run(cli: Cli) -> Result<()> {
             top,
             images,
         } => predict(model, &args, &weights, format, top, &images),
+        Command::Bench {
+            models,
+            args,
+            batch,
+            mode,
+            warmup,
+            iters,
+            json,
+            csv,
+        } => {
+            let mode = match mode {
+                Mode::Train => BenchMode::Train,
+                Mode::Infer => BenchMode::Infer,
+                Mode::Both => BenchMode::Both,
+            };
+            let cfg = BenchConfig {
+                batch,
+                warmup,
+                iters,
+                mode,
+            };
+            bench_cmd(&models, &args, &cfg, json, csv)
+        }
     }
 }
 
@@ -319,4 +385,146 @@ fn class_names(dataset: Dataset, classes: usize) -> Vec<&'static str> {
     } else {
         Vec::new()
     }
+}
+
+fn bench_cmd(
+    models: &[String],
+    args: &ModelArgs,
+    cfg: &BenchConfig,
+    json: bool,
+    csv: bool,
+) -> Result<()> {
+    if cfg.batch == 0 || cfg.iters == 0 {
+        bail!("--batch and --iters must be at least 1");
+    }
+    let options = args.options()?;
+    // Resolve every name first: a typo fails before minutes of measuring.
+    let specs = models
+        .iter()
+        .map(|m| zoo::resolve(m, &options))
+        .collect::<densum::Result<Vec<_>>>()?;
+    let device = Device::default();
+    let mut results: Vec<BenchResult> = Vec::new();
+    for spec in &specs {
+        if !json && !csv {
+            eprintln!("measuring {} ...", spec.name);
+        }
+        results.push(bench(spec, cfg, &device));
+    }
+    let rows: Vec<Vec<(String, Option<f64>)>> = results.iter().map(bench_row).collect();
+    let base = &rows[0];
+    let ratio = |i: usize, row: &[(String, Option<f64>)]| match (row[i].1, base[i].1) {
+        (Some(v), Some(b)) if b != 0.0 => Some(v / b),
+        _ => None,
+    };
+    if json {
+        let list: Vec<_> = results
+            .iter()
+            .zip(&rows)
+            .map(|(r, row)| {
+                let mut v = serde_json::to_value(r).expect("serialisable");
+                let ratios: serde_json::Map<String, serde_json::Value> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.clone(), json!(ratio(i, row))))
+                    .collect();
+                v["ratio_to_first"] = serde_json::Value::Object(ratios);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if csv {
+        let header: Vec<String> = base.iter().map(|(k, _)| k.clone()).collect();
+        let ratio_header: Vec<String> = header.iter().map(|k| format!("{k}_ratio")).collect();
+        println!("model,{},{}", header.join(","), ratio_header.join(","));
+        for (r, row) in results.iter().zip(&rows) {
+            let vals: Vec<String> = row
+                .iter()
+                .map(|(_, v)| v.map(|x| format!("{x}")).unwrap_or_default())
+                .collect();
+            let ratios: Vec<String> = (0..row.len())
+                .map(|i| ratio(i, row).map(|x| format!("{x:.4}")).unwrap_or_default())
+                .collect();
+            println!("{},{},{}", r.model, vals.join(","), ratios.join(","));
+        }
+        return Ok(());
+    }
+    let first = &results[0];
+    println!(
+        "input {:?}, {} warm-up + {} measured iterations; median [min, max]; (x) = ratio to {}",
+        first.input, cfg.warmup, cfg.iters, first.model
+    );
+    for (r, row) in results.iter().zip(&rows) {
+        let get = |k: &str| row.iter().position(|(n, _)| n == k);
+        let show = |k: &str, unit: &str| match get(k) {
+            Some(i) => match row[i].1 {
+                Some(v) => format!("{v:.1}{unit} ({:.2}x)", ratio(i, row).unwrap_or(f64::NAN)),
+                None => "-".into(),
+            },
+            None => "-".into(),
+        };
+        println!("{}", r.model);
+        println!(
+            "  params {} ({:.2}x), MACs {} ({:.2}x)",
+            group(r.params as u64),
+            r.params as f64 / first.params as f64,
+            group(r.macs),
+            r.macs as f64 / first.macs.max(1) as f64
+        );
+        if let Some(t) = &r.train {
+            println!(
+                "  train step {:.1} ms [{:.1}, {:.1}] = forward {:.1} + backward {:.1} + optimiser {:.1}; {}",
+                t.step_ms.median,
+                t.step_ms.min,
+                t.step_ms.max,
+                t.forward_ms.median,
+                t.backward_ms.median,
+                t.optimizer_ms.median,
+                show("train_images_per_s", " img/s")
+            );
+            println!(
+                "  train time {}, peak memory {}, activations {}",
+                show("train_step_ms", " ms"),
+                show("train_peak_mb", " MB"),
+                show("activation_mb", " MB")
+            );
+        }
+        if let Some(t) = &r.infer {
+            println!(
+                "  inference {:.1} ms [{:.1}, {:.1}]; {}, peak memory {}",
+                t.forward_ms.median,
+                t.forward_ms.min,
+                t.forward_ms.max,
+                show("infer_images_per_s", " img/s"),
+                show("infer_peak_mb", " MB")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The figures of one result, by name, for tables and ratios.
+fn bench_row(r: &BenchResult) -> Vec<(String, Option<f64>)> {
+    let mb = |b: Option<usize>| b.map(|b| b as f64 / 1e6);
+    let t = r.train.as_ref();
+    let i = r.infer.as_ref();
+    vec![
+        ("params".into(), Some(r.params as f64)),
+        ("macs".into(), Some(r.macs as f64)),
+        ("train_step_ms".into(), t.map(|t| t.step_ms.median)),
+        ("forward_ms".into(), t.map(|t| t.forward_ms.median)),
+        ("backward_ms".into(), t.map(|t| t.backward_ms.median)),
+        ("optimizer_ms".into(), t.map(|t| t.optimizer_ms.median)),
+        ("train_images_per_s".into(), t.map(|t| t.images_per_s)),
+        ("train_peak_mb".into(), mb(t.and_then(|t| t.peak_bytes))),
+        (
+            "activation_mb".into(),
+            mb(t.and_then(|t| t.activation_bytes)),
+        ),
+        ("infer_ms".into(), i.map(|i| i.forward_ms.median)),
+        ("infer_images_per_s".into(), i.map(|i| i.images_per_s)),
+        ("infer_peak_mb".into(), mb(i.and_then(|i| i.peak_bytes))),
+    ]
 }

@@ -1,4 +1,8 @@
-//! What a network costs: parameters and multiply-accumulates, per stage.
+//! What a network costs: parameters and multiply-accumulates per stage, and the time and
+//! memory of training and inference ([`bench`]).
+
+pub mod alloc;
+pub mod bench;
 
 use serde::Serialize;
 
