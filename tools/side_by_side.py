@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""densum against PyTorch on the same machine, same shapes, batch, threads and iterations.
+
+Runs `densum bench --json` for the given models, then times the same networks in PyTorch
+(torchvision where it has the model, tools/reference otherwise), and prints densum / PyTorch
+ratios of throughput for training and inference. Ratios > 1 mean densum is faster.
+
+    .venv/bin/python tools/side_by_side.py resnet50 dsnet50 --dataset cifar100 --width 0.25 --batch 64
+
+Both sides use every core (torch.set_num_threads(os.cpu_count()); Burn's Flex backend uses
+rayon's default pool), random inputs, SGD with momentum 0.9 for the training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools" / "reference"))
+
+from models import build as build_reference  # noqa: E402
+from tv import TV_ARCHS, tv_resnet  # noqa: E402
+
+CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000}
+
+
+def pytorch_model(name: str, dataset: str, width: float) -> nn.Module:
+    stem = "imagenet" if dataset == "imagenet" else "cifar"
+    if name in TV_ARCHS:
+        return tv_resnet(name, width=width, num_classes=CLASSES[dataset], stem=stem)
+    return build_reference(name, dataset=dataset if dataset != "svhn" else "cifar10", width=width,
+                           num_classes=CLASSES[dataset])
+
+
+def time_pytorch(model: nn.Module, batch: int, size: int, classes: int, warmup: int, iters: int):
+    x = torch.randn(batch, 3, size, size)
+    y = torch.arange(batch) % classes
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    steps = []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            steps.append(time.perf_counter() - t0)
+    model.eval()
+    infer = []
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                infer.append(time.perf_counter() - t0)
+    return batch / statistics.median(steps), batch / statistics.median(infer)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--dataset", default="cifar100")
+    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--densum", default=str(ROOT / "target" / "release" / "densum"),
+                    help="the densum binary (build it with cargo build --release)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cmd = [args.densum, "bench", *args.models, "--dataset", args.dataset, "--width", str(args.width),
+           "--batch", str(args.batch), "--warmup", str(args.warmup), "--iters", str(args.iters), "--json"]
+    ours = {r["model"]: r for r in json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)}
+    size = 224 if args.dataset == "imagenet" else 32
+    print(f"{args.dataset}, width {args.width}, batch {args.batch}, {args.warmup}+{args.iters} iterations, "
+          f"{torch.get_num_threads()} threads; images/s")
+    print(f"{'model':16} {'mode':6} {'densum':>9} {'pytorch':>9} {'ratio':>7}")
+    for name in args.models:
+        torch.manual_seed(0)
+        model = pytorch_model(name, args.dataset, args.width)
+        train, infer = time_pytorch(model, args.batch, size, CLASSES[args.dataset], args.warmup, args.iters)
+        r = ours[name]
+        for mode, theirs, mine in [("train", train, r["train"]["images_per_s"]),
+                                   ("infer", infer, r["infer"]["images_per_s"])]:
+            print(f"{name:16} {mode:6} {mine:9.1f} {theirs:9.1f} {mine / theirs:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
