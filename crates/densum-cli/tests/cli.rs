@@ -315,13 +315,19 @@ fn bench_reports_time_memory_and_ratios() {
         let t = &r["train"];
         assert!(t["step_ms"]["median"].as_f64().unwrap() > 0.0);
         assert!(t["forward_ms"]["median"].as_f64().unwrap() > 0.0);
-        assert!(t["peak_bytes"].as_u64().unwrap() > 0, "counting allocator not installed");
+        assert!(
+            t["peak_bytes"].as_u64().unwrap() > 0,
+            "counting allocator not installed"
+        );
         assert!(r["infer"]["images_per_s"].as_f64().unwrap() > 0.0);
     }
     assert_eq!(list[0]["ratio_to_first"]["params"], 1.0);
     let p = list[1]["ratio_to_first"]["params"].as_f64().unwrap();
     assert!(p > 1.0, "dsnet20 has more parameters than resnet20: {p}");
-    let csv = ok(&["bench", "resnet20", "--batch", "1", "--iters", "1", "--warmup", "0", "--mode", "infer", "--csv"]);
+    let csv = ok(&[
+        "bench", "resnet20", "--batch", "1", "--iters", "1", "--warmup", "0", "--mode", "infer",
+        "--csv",
+    ]);
     assert!(csv.starts_with("model,params,macs,"), "{csv}");
     assert!(fails(&["bench", "resnet20", "nosuchnet", "--iters", "1"]).contains("nosuchnet"));
 }
