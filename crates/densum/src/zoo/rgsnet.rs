@@ -2,7 +2,9 @@
 //! shortcut, d-RGS adds the inner shortcut over stride-1 3x3 convolutions, Res-RGS keeps the
 //! identity as well; RBS, GS, RGB and 2GN are the paper's ablations.
 
-use super::resnet::{CIFAR_DEPTHS, IMAGENET_DEPTHS, cifar_resnet, imagenet_resnet};
+use super::resnet::{
+    CIFAR_DEPTHS, IMAGENET_DEPTHS, RESNEXTS, cifar_resnet, imagenet_resnet, resnext,
+};
 use super::{Arch, ModelEntry};
 use crate::block::{BlockKind, InnerShortcut};
 use crate::connect::{ConnectKind, RgVariant};
@@ -61,6 +63,29 @@ pub fn register(r: &mut Vec<ModelEntry>) {
                 branch_gn: true,
                 ..base
             },
+        ));
+    }
+    for &(suffix, depth, c, d) in RESNEXTS {
+        let base = resnext(depth, c, d).expect("listed depth");
+        let b = base.clone().with_connect(rg(RgVariant::B));
+        r.push(ModelEntry::new(
+            format!("brgsnext{suffix}"),
+            F,
+            format!("b-RGSNeXt-{depth} {c}x{d}d: ResNeXt with RG shortcuts"),
+            b.clone(),
+        ));
+        r.push(ModelEntry::new(
+            format!("drgsnext{suffix}"),
+            F,
+            format!("d-RGSNeXt-{depth} {c}x{d}d: plus inner RG shortcuts"),
+            b.with_inner(InnerShortcut::Rg),
+        ));
+        r.push(ModelEntry::new(
+            format!("resrgsnext{suffix}"),
+            F,
+            format!("Res-RGSNeXt-{depth} {c}x{d}d: d-RGS plus the identity"),
+            base.with_connect(rg(RgVariant::Res))
+                .with_inner(InnerShortcut::Rg),
         ));
     }
     for &depth in CIFAR_DEPTHS {
