@@ -220,8 +220,7 @@ pub fn image_folder(root: &Path, classes: &[&str], per_class: u32) -> Vec<PathBu
     out
 }
 
-/// A fresh temporary folder, removed at the end of the test process only if empty; tests
-/// write into it under unique names.
+/// A fresh temporary folder, unique per call (under the OS temp dir).
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir()
         .join(format!("densum-data-tests-{}", std::process::id()))
