@@ -48,9 +48,31 @@ DEFAULT_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 DEFAULT_STEM = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet"}
 
 
-def case(name, model, options, *, tv=None, grad=False, hw=32, params=None, batch=2):
+def case(name, model, options, *, tv=None, grad=False, hw=32, params=None, batch=2, factory=None):
     return dict(name=name, model=model, options=options, tv=tv, grad=grad, hw=hw,
-                params=params, batch=batch)
+                params=params, batch=batch, factory=factory)
+
+
+def tv_densenet_small():
+    """torchvision's own DenseNet class at a small size (BC, 7x7 stem + max-pool)."""
+    import torchvision
+    return torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2, 2, 2),
+                                       num_init_features=16, bn_size=4, num_classes=10)
+
+
+def timm_res2net_small():
+    """timm's ResNet with Bottle2neck (res2net50_26w_4s's block) at 0.125 width, 2-2-1-1 blocks."""
+    from timm.models.res2net import Bottle2neck
+    from timm.models.resnet import ResNet
+    m = ResNet(block=Bottle2neck, layers=[2, 2, 1, 1], base_width=26, block_args=dict(scale=4),
+               channels=(8, 16, 32, 64), num_classes=10)
+    # timm's plain 7x7 stem is always 64 wide: narrow it (and what reads it) to 64 * 0.125.
+    m.conv1 = nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False)
+    m.bn1 = nn.BatchNorm2d(8)
+    b = m.layer1[0]
+    b.conv1 = nn.Conv2d(8, b.conv1.out_channels, 1, bias=False)
+    b.downsample[0] = nn.Conv2d(8, b.downsample[0].out_channels, 1, bias=False)
+    return m
 
 
 C10_0125 = {"dataset": "cifar10", "width": 0.125, "num_classes": 10}
@@ -77,6 +99,13 @@ CASES = [
     case("resrgsnet50", "resrgsnet50", dict(C10_0125)),
     case("ds2net26", "ds2net26", {**C10_0125, **DS_DEFAULT}, grad=True),
     case("resrgsnet26", "resrgsnet26", dict(C10_0125), grad=True),
+    # torchvision DenseNet and timm Res2Net classes at small sizes (64x64, ImageNet stem)
+    case("tv_densenet_k8_2222", "densenet121",
+         {"dataset": "imagenet", "num_classes": 10, "growth_rate": 8, "block_config": [2, 2, 2, 2],
+          "init_features": 16}, factory=tv_densenet_small, grad=True, hw=64),
+    case("timm_res2net50_w0125_2211", "res2net50_26w_4s",
+         {"dataset": "imagenet", "width": 0.125, "num_classes": 10, "block_config": [2, 2, 1, 1]},
+         factory=timm_res2net_small, grad=True, hw=64),
 ]
 
 LARGE_CASES = [
@@ -84,6 +113,14 @@ LARGE_CASES = [
          tv=arch, hw=224, batch=1, params=p)
     for arch, p in [("resnet50", 25_557_032), ("resnext50_32x4d", 25_028_904),
                     ("wide_resnet50_2", 68_883_240)]
+] + [
+    case("tv_densenet121_imagenet", "densenet121", {"dataset": "imagenet", "num_classes": 1000},
+         factory=lambda: __import__("torchvision").models.densenet121(), hw=224, batch=1,
+         params=7_978_856),
+    case("timm_res2net50_26w_4s_imagenet", "res2net50_26w_4s",
+         {"dataset": "imagenet", "num_classes": 1000},
+         factory=lambda: __import__("timm").create_model("res2net50_26w_4s"), hw=224, batch=1,
+         params=25_699_120),
 ]
 
 
@@ -138,6 +175,8 @@ def make_model(c) -> nn.Module:
     o = c["options"]
     stem = o.get("stem", DEFAULT_STEM[o["dataset"]])
     k = o.get("num_classes", DEFAULT_CLASSES[o["dataset"]])
+    if c["factory"]:
+        return c["factory"]()
     if c["tv"]:
         return tv_resnet(c["tv"], o["width"], k, stem)
     return build(c["model"], dataset=o["dataset"], width=o["width"], num_classes=k, stem=stem,

@@ -57,6 +57,27 @@ pub struct ModelArgs {
     /// RGSNet shortcut design: b, res, rbs, gs or rgb.
     #[arg(long)]
     pub rg_variant: Option<String>,
+    /// Blocks (dense layers for DenseNet) per stage, comma-separated, e.g. 6,12,24,16.
+    #[arg(long, value_delimiter = ',')]
+    pub block_config: Option<Vec<usize>>,
+    /// DenseNet growth rate k.
+    #[arg(long)]
+    pub growth_rate: Option<usize>,
+    /// DenseNet stem channels (torchvision's num_init_features).
+    #[arg(long)]
+    pub init_features: Option<usize>,
+    /// DenseNet bottleneck layers (B): true or false.
+    #[arg(long)]
+    pub bottleneck: Option<bool>,
+    /// DenseNet transition compression θ in (0, 1].
+    #[arg(long)]
+    pub compression: Option<f64>,
+    /// DenseNet: recompute concatenations and first BN-ReLUs in the backward pass.
+    #[arg(long)]
+    pub memory_efficient: bool,
+    /// Res2Net / Dense2Net scale s (at least 2).
+    #[arg(long)]
+    pub scale: Option<usize>,
 }
 
 fn parse<T: DeserializeOwned>(
@@ -109,6 +130,17 @@ impl ModelArgs {
             ds_init: parse("ds-init", &self.ds_init, "ones, last")?.or(base.ds_init),
             rg_variant: parse("rg-variant", &self.rg_variant, "b, res, rbs, gs, rgb")?
                 .or(base.rg_variant),
+            block_config: self.block_config.clone().or(base.block_config),
+            growth_rate: self.growth_rate.or(base.growth_rate),
+            init_features: self.init_features.or(base.init_features),
+            bottleneck: self.bottleneck.or(base.bottleneck),
+            compression: self.compression.or(base.compression),
+            memory_efficient: if self.memory_efficient {
+                Some(true)
+            } else {
+                base.memory_efficient
+            },
+            scale: self.scale.or(base.scale),
         })
     }
 }

@@ -44,6 +44,23 @@ fn info_reports_the_spec_counts() {
     assert_eq!(v["params"], 25_582_376);
     assert_eq!(v["macs"], 4_089_184_256u64);
     assert_eq!(v["output"][0], 1000);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "densenet121", "--json"])).unwrap();
+    assert_eq!(v["params"], 7_978_856);
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "info",
+        "densenet121",
+        "--growth-rate",
+        "8",
+        "--block-config",
+        "2,2,2,2",
+        "--init-features",
+        "16",
+        "--json",
+    ]))
+    .unwrap();
+    // torchvision's DenseNet(8, (2, 2, 2, 2), 16) with 1000 classes has 61,560 parameters.
+    assert_eq!(v["params"], 61_560);
     let v: serde_json::Value = serde_json::from_str(&ok(&[
         "info",
         "ds2net50",
@@ -125,6 +142,8 @@ fn predict_reproduces_pytorch_logits_on_the_fixtures() {
         "tv_resnet50_w025_c100",
         "tv_resnet18_w025_imagenetstem",
         "resrgsnet50",
+        "tv_densenet_k8_2222",
+        "timm_res2net50_w0125_2211",
     ] {
         let file = fixtures().join(format!("{case}.safetensors"));
         let st_bytes = std::fs::read(&file).unwrap();
@@ -148,7 +167,10 @@ fn predict_reproduces_pytorch_logits_on_the_fixtures() {
             "--format",
             "json",
         ];
-        if case.contains("imagenetstem") {
+        if ["imagenetstem", "densenet", "res2net"]
+            .iter()
+            .any(|k| case.contains(k))
+        {
             // 64 px inputs to an ImageNet-stem network: say so, or they would be resized to 224.
             args.extend(["--input-size", "64"]);
         }
@@ -216,6 +238,9 @@ fn init_then_predict_round_trips_and_resizes() {
 #[test]
 fn bad_input_gives_clear_errors() {
     assert!(fails(&["info", "dsnet5O"]).contains("did you mean: dsnet50"));
+    assert!(fails(&["info", "densenet121", "--growth-rate", "0"]).contains("growth_rate"));
+    assert!(fails(&["info", "densenet121", "--compression", "1.5"]).contains("(0, 1]"));
+    assert!(fails(&["info", "res2net50_26w_4s", "--scale", "1"]).contains("at least 2"));
     assert!(fails(&["info", "ds2net18"]).contains("basic blocks"));
     assert!(fails(&["info", "resnet50", "--width=-1"]).contains("width"));
     assert!(fails(&["info", "resnet50", "--width", "0"]).contains("width"));

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockConfig, conv_macs};
-use crate::connect::ConnectKind;
+use crate::connect::{ConnectKind, TransitionConfig};
 use crate::nn::{batch_norm, conv, relu};
 use crate::stage::Stage;
 
@@ -51,6 +51,9 @@ pub struct NetConfig {
     pub block: BlockConfig,
     /// Connectivity.
     pub connect: ConnectKind,
+    /// Transitions at the start of strided stages (DenseNet); `None`: the first block strides.
+    #[serde(default)]
+    pub transition: Option<TransitionConfig>,
     /// BN + ReLU after the last stage (pre-activation nets).
     pub final_norm: bool,
     /// Classifier outputs.
@@ -62,11 +65,27 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// Input channels of every stage, then the last stage's output channels.
+    pub fn stage_channels(&self) -> Vec<usize> {
+        let mut c = self.stem_channels;
+        let mut out = vec![c];
+        for (i, st) in self.stages.iter().enumerate() {
+            if let Some(t) = &self.transition
+                && i > 0
+                && st.stride != 1
+            {
+                c = t.out_channels(c);
+            }
+            let block_out = st.planes * self.block.kind.expansion();
+            c = self.connect.stage_out_channels(c, block_out, st.blocks);
+            out.push(c);
+        }
+        out
+    }
+
     /// Output channels of the last stage.
     pub fn feature_channels(&self) -> usize {
-        self.stages.last().map_or(self.stem_channels, |s| {
-            s.planes * self.block.kind.expansion()
-        })
+        *self.stage_channels().last().expect("stem channels")
     }
 }
 
@@ -98,11 +117,12 @@ impl Net {
         };
         let total: usize = cfg.stages.iter().map(|s| s.blocks).sum();
         let mut index = 0;
-        let mut in_ch = cfg.stem_channels;
+        let channels = cfg.stage_channels();
         let layers = cfg
             .stages
             .iter()
-            .map(|st| {
+            .enumerate()
+            .map(|(i, st)| {
                 let rates: Vec<f64> = (0..st.blocks)
                     .map(|i| {
                         let r = cfg.drop_path * (index + i) as f64 / (total.max(2) - 1) as f64;
@@ -110,17 +130,15 @@ impl Net {
                     })
                     .collect();
                 index += st.blocks;
-                let stage = Stage::new(
+                Stage::new(
                     &cfg.block,
                     cfg.connect,
-                    in_ch,
-                    st.planes,
-                    st.stride,
+                    cfg.transition.as_ref().filter(|_| i > 0),
+                    channels[i],
+                    st,
                     &rates,
                     device,
-                );
-                in_ch = st.planes * cfg.block.kind.expansion();
-                stage
+                )
             })
             .collect();
         let features = cfg.feature_channels();

@@ -4,12 +4,15 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::block::{Block, BlockArgs, BlockConfig};
-use crate::connect::{Connect, ConnectKind, History};
+use crate::connect::{Connect, ConnectKind, History, Transition, TransitionConfig};
+use crate::net::StageConfig;
 
-/// A resolution stage: `blocks[0]` changes the shape (projection), the rest keep it, and
-/// `connect` combines their outputs.
+/// A resolution stage: an optional transition, then `blocks[0]` changes the shape
+/// (projection), the rest keep it, and `connect` combines their outputs.
 #[derive(Module, Debug)]
 pub struct Stage {
+    /// Resolution change before the blocks (DenseNet), when the network has transitions.
+    pub transition: Option<Transition>,
     /// The blocks, in order.
     pub blocks: Vec<Block>,
     /// How the stage combines its history.
@@ -17,24 +20,32 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// A stage of `drop_paths.len()` blocks from `in_ch` channels to `planes · expansion`.
+    /// A stage of `drop_paths.len()` blocks entered with `in_ch` channels. With a transition
+    /// (and a stride), the transition takes the stride and every block has stride 1.
     pub fn new(
         block: &BlockConfig,
         connect: ConnectKind,
+        transition: Option<&TransitionConfig>,
         in_ch: usize,
-        planes: usize,
-        stride: usize,
+        st: &StageConfig,
         drop_paths: &[f64],
         device: &Device,
     ) -> Self {
-        let out_ch = planes * block.kind.expansion();
+        let transition = transition
+            .filter(|_| st.stride != 1)
+            .map(|t| Transition::new(t, in_ch, st.stride, device));
+        let (in_ch, stride) = match &transition {
+            Some(t) => (t.conv.weight.dims()[0], 1),
+            None => (in_ch, st.stride),
+        };
+        let out_ch = st.planes * block.kind.expansion();
         let blocks = drop_paths
             .iter()
             .enumerate()
             .map(|(l, &drop_path)| {
                 let args = BlockArgs {
-                    in_ch: if l == 0 { in_ch } else { out_ch },
-                    planes,
+                    in_ch: connect.block_in_channels(l, in_ch, out_ch),
+                    planes: st.planes,
                     stride: if l == 0 { stride } else { 1 },
                     drop_path,
                 };
@@ -42,34 +53,59 @@ impl Stage {
             })
             .collect::<Vec<_>>();
         let connect = Connect::new(connect, blocks.len(), out_ch, block.gn_base, device);
-        Stage { blocks, connect }
+        Stage {
+            transition,
+            blocks,
+            connect,
+        }
     }
 
-    /// Runs the stage: `Y_0 = f(X_0 + P(x))`, then the connectivity's rule for each later block.
+    /// Runs the stage: `Y_0 = f(X_0 + P(x))` (or the connectivity's form of it), then the
+    /// connectivity's rule for each later block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = match &self.transition {
+            Some(t) => t.forward(x),
+            None => x,
+        };
         let mut history = History::default();
         let first = &self.blocks[0];
         let out = first.forward(x);
-        let mut y = first.finish(out.branch.clone() + out.shortcut);
+        let mut y = self
+            .connect
+            .first(out.branch.clone(), out.shortcut, &mut history, |s| {
+                first.finish(s)
+            });
         self.connect.record(0, &y, &out.branch, &mut history);
         for (l, block) in self.blocks.iter().enumerate().skip(1) {
-            let out = block.forward(y.clone());
+            let branch = match self.connect.parts(&history) {
+                Some(parts) => block.forward_parts(parts.to_vec()),
+                None => block.forward(y.clone()).branch,
+            };
             let next = self
                 .connect
-                .aggregate(l, out.branch.clone(), y, &history, |s| block.finish(s));
-            self.connect.record(l, &next, &out.branch, &mut history);
+                .aggregate(l, branch.clone(), y, &mut history, |s| block.finish(s));
+            self.connect.record(l, &next, &branch, &mut history);
             y = next;
         }
-        y
+        self.connect.output(y, history)
     }
 
     /// Multiply-accumulates for an input of `[c, h, w]`, and the output shape.
     pub fn macs(&self, mut shape: [usize; 3]) -> (u64, [usize; 3]) {
         let mut total = 0;
+        if let Some(t) = &self.transition {
+            let (m, s) = t.macs(shape);
+            total += m;
+            shape = s;
+        }
         for block in &self.blocks {
             let (m, s) = block.macs(shape);
             total += m;
-            shape = s;
+            // Concatenation appends the block's channels to what it read.
+            shape = match self.connect.kind {
+                ConnectKind::Concat => [shape[0] + s[0], s[1], s[2]],
+                _ => s,
+            };
         }
         (total, shape)
     }

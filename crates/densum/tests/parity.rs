@@ -1,6 +1,6 @@
 //! Logits and gradients equal PyTorch's on the committed fixtures (tools/make_fixtures.py):
-//! torchvision's ResNet/ResNeXt and the independent PyTorch references of DSNet and RGSNet
-//! under tools/reference/.
+//! torchvision's ResNet/ResNeXt/DenseNet, timm's Res2Net and the independent PyTorch
+//! references of DSNet and RGSNet under tools/reference/.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,11 +84,12 @@ fn logits_equal_pytorch() {
     logits_equal_pytorch_in(&fixtures());
 }
 
-/// Full-size torchvision ResNet-50, ResNeXt-50 32x4d and WRN-50-2 at 224 px. The fixtures are
-/// too large to commit; make them with `.venv/bin/python tools/make_fixtures.py --large`, then
+/// Full-size torchvision ResNet-50, ResNeXt-50 32x4d, WRN-50-2 and DenseNet-121, and timm's
+/// res2net50_26w_4s, at 224 px. The fixtures are too large to commit; make them with
+/// `.venv/bin/python tools/make_fixtures.py --large`, then
 /// run `cargo test -p densum --test parity -- --ignored`.
 #[test]
-#[ignore = "needs tools/make_fixtures.py --large (about 480 MB)"]
+#[ignore = "needs tools/make_fixtures.py --large (about 620 MB)"]
 fn large_torchvision_models_equal_pytorch() {
     let dir = std::env::var_os("DENSUM_LARGE_FIXTURES")
         .map(PathBuf::from)
@@ -186,7 +187,7 @@ impl<'a> GradCollector<'a> {
         grads: &'a burn::tensor::Gradients,
     ) -> HashMap<String, Vec<f32>> {
         let mut c = GradCollector {
-            path: PathTracker::default(),
+            path: PathTracker::for_module(net),
             grads,
             out: HashMap::new(),
         };

@@ -8,7 +8,9 @@
 
 pub mod basic;
 pub mod bottleneck;
+pub mod dense;
 pub mod preact;
+pub mod res2;
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -17,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub use basic::BasicBlock;
 pub use bottleneck::Bottleneck;
+pub use dense::DenseLayer;
 pub use preact::{PreActBasic, PreActBottleneck};
+pub use res2::{Res2Bottleneck, Res2Module};
 
 use crate::connect::DenseSumConfig;
 use crate::nn::{AttentionKind, relu};
@@ -34,25 +38,49 @@ pub enum BlockKind {
     PreActBasic,
     /// BN-ReLU-conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1, no output activation.
     PreActBottleneck,
+    /// Res2Net's bottleneck: its 3x3 convolution split into `scale` hierarchical groups.
+    Res2Bottleneck,
+    /// DenseNet's plain dense layer, BN-ReLU-conv3x3 to k channels (planes = k).
+    DenseLayer,
+    /// DenseNet-B's layer, BN-ReLU-conv1x1 (4k)-BN-ReLU-conv3x3 (k); with `scale` > 1 the
+    /// 3x3 convolution is Dense2Net's Res2Net module on 4k channels plus a conv1x1 to k.
+    DenseBottleneck,
 }
 
 impl BlockKind {
     /// Output channels per `planes`.
     pub fn expansion(self) -> usize {
         match self {
-            BlockKind::Basic | BlockKind::PreActBasic => 1,
-            BlockKind::Bottleneck | BlockKind::PreActBottleneck => 4,
+            BlockKind::Basic
+            | BlockKind::PreActBasic
+            | BlockKind::DenseLayer
+            | BlockKind::DenseBottleneck => 1,
+            BlockKind::Bottleneck | BlockKind::PreActBottleneck | BlockKind::Res2Bottleneck => 4,
         }
     }
 
     /// Whether the block has a 3x3 convolution between two 1x1s (where inner shortcuts go).
     pub fn is_bottleneck(self) -> bool {
-        matches!(self, BlockKind::Bottleneck | BlockKind::PreActBottleneck)
+        matches!(
+            self,
+            BlockKind::Bottleneck | BlockKind::PreActBottleneck | BlockKind::Res2Bottleneck
+        )
     }
 
     /// Whether the block normalises before its convolutions.
     pub fn is_preact(self) -> bool {
-        matches!(self, BlockKind::PreActBasic | BlockKind::PreActBottleneck)
+        matches!(
+            self,
+            BlockKind::PreActBasic
+                | BlockKind::PreActBottleneck
+                | BlockKind::DenseLayer
+                | BlockKind::DenseBottleneck
+        )
+    }
+
+    /// Whether this is a DenseNet layer (output = new features only, input concatenated).
+    pub fn is_dense(self) -> bool {
+        matches!(self, BlockKind::DenseLayer | BlockKind::DenseBottleneck)
     }
 }
 
@@ -87,6 +115,16 @@ pub struct BlockConfig {
     pub zero_init_last: bool,
     /// GroupNorm's base group count, 32 · width.
     pub gn_base: usize,
+    /// Res2Net's scale s (groups of the split 3x3 convolution); 1 elsewhere.
+    #[serde(default = "one")]
+    pub scale: usize,
+    /// DenseNet: recompute the concatenation and first BN-ReLU in the backward pass.
+    #[serde(default)]
+    pub memory_efficient: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Where a block sits: its input channels, planes, stride and drop-path rate.
@@ -132,6 +170,10 @@ pub enum Block {
     PreActBasic(PreActBasic),
     /// [`PreActBottleneck`].
     PreActBottleneck(PreActBottleneck),
+    /// [`Res2Bottleneck`].
+    Res2Bottleneck(Res2Bottleneck),
+    /// [`DenseLayer`] (plain or bottleneck).
+    DenseLayer(DenseLayer),
 }
 
 impl Block {
@@ -144,6 +186,13 @@ impl Block {
             BlockKind::PreActBottleneck => {
                 Block::PreActBottleneck(PreActBottleneck::new(cfg, args, device))
             }
+            BlockKind::Res2Bottleneck => {
+                Block::Res2Bottleneck(Res2Bottleneck::new(cfg, args, device))
+            }
+            BlockKind::DenseLayer => Block::DenseLayer(DenseLayer::new(cfg, args, false, device)),
+            BlockKind::DenseBottleneck => {
+                Block::DenseLayer(DenseLayer::new(cfg, args, true, device))
+            }
         }
     }
 
@@ -154,6 +203,18 @@ impl Block {
             Block::Bottleneck(b) => b.forward(x),
             Block::PreActBasic(b) => b.forward(x),
             Block::PreActBottleneck(b) => b.forward(x),
+            Block::Res2Bottleneck(b) => b.forward(x),
+            Block::DenseLayer(b) => b.forward(x),
+        }
+    }
+
+    /// The branch of a block whose input is the concatenation of `parts` (dense
+    /// connectivity). Dense layers take the parts as they are, so that the memory-efficient
+    /// mode can recompute the concatenation; other blocks get it concatenated.
+    pub fn forward_parts(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+        match self {
+            Block::DenseLayer(b) => b.forward_parts(parts),
+            _ => self.forward(Tensor::cat(parts, 1)).branch,
         }
     }
 
@@ -161,8 +222,8 @@ impl Block {
     /// for pre-activation ones.
     pub fn finish(&self, sum: Tensor<4>) -> Tensor<4> {
         match self {
-            Block::Basic(_) | Block::Bottleneck(_) => relu(sum),
-            Block::PreActBasic(_) | Block::PreActBottleneck(_) => sum,
+            Block::Basic(_) | Block::Bottleneck(_) | Block::Res2Bottleneck(_) => relu(sum),
+            Block::PreActBasic(_) | Block::PreActBottleneck(_) | Block::DenseLayer(_) => sum,
         }
     }
 
@@ -174,6 +235,8 @@ impl Block {
             Block::Bottleneck(b) => b.macs(shape),
             Block::PreActBasic(b) => b.macs(shape),
             Block::PreActBottleneck(b) => b.macs(shape),
+            Block::Res2Bottleneck(b) => b.macs(shape),
+            Block::DenseLayer(b) => b.macs(shape),
         }
     }
 }

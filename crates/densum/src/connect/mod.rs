@@ -10,12 +10,19 @@
 //! | [`ConnectKind::DenseIdentity`] ("ResNet-dense") | f(X_l + sum_{i<l} Y_i) |
 //! | [`ConnectKind::DenseSum`] (DSNet) | f(X_l + sum_{i<l} W_{l,i} ⊙ N(Y_i or X_i)) |
 //! | [`ConnectKind::Rg`] (RGSNet) | X_l + RG(Y_{l-1}), and the ablations |
+//! | [`ConnectKind::Concat`] (DenseNet) | concat(Y_{l-1}, X_l); Y_0 = concat(x, X_0) |
 //!
 //! f is the block's own output activation (ReLU for post-activation blocks, none for
-//! pre-activation ones).
+//! pre-activation ones). Concatenation is the one rule that also changes block 0 (its
+//! "shortcut" x is concatenated, not added) and the channel counts: block l reads
+//! `in + l · k` channels and the stage ends with `in + n · k`.
+//!
+//! Between stages, [`transition`] holds what changes the resolution when the blocks do not
+//! (DenseNet's BN-ReLU-conv1x1-avgpool).
 
 pub mod dense_sum;
 pub mod rg;
+pub mod transition;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -23,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dense_sum::{DenseSum, DenseSumConfig, DsInit, DsVariant, DsWeight, DsWeightKind, InnerDs};
 pub use rg::{RgShortcut, RgShortcuts, RgVariant};
+pub use transition::{Transition, TransitionConfig, TransitionKind};
 
 /// The connectivity of a network's stages (configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +44,28 @@ pub enum ConnectKind {
     DenseSum(DenseSumConfig),
     /// RGSNet's nonlinear shortcuts.
     Rg(RgVariant),
+    /// DenseNet's concatenation of every earlier output.
+    Concat,
+}
+
+impl ConnectKind {
+    /// Input channels of block `l` of a stage entered with `stage_in` channels whose blocks
+    /// output `block_out` channels.
+    pub fn block_in_channels(self, l: usize, stage_in: usize, block_out: usize) -> usize {
+        match (self, l) {
+            (ConnectKind::Concat, _) => stage_in + l * block_out,
+            (_, 0) => stage_in,
+            _ => block_out,
+        }
+    }
+
+    /// Output channels of a stage of `blocks` blocks (see [`Self::block_in_channels`]).
+    pub fn stage_out_channels(self, stage_in: usize, block_out: usize, blocks: usize) -> usize {
+        match self {
+            ConnectKind::Concat => stage_in + blocks * block_out,
+            _ => block_out,
+        }
+    }
 }
 
 /// The state a stage's connectivity keeps (its learned parts); see [`ConnectKind`].
@@ -57,6 +87,9 @@ pub struct History {
     normalised: Vec<Tensor<4>>,
     /// Running sum of earlier outputs (dense identity).
     sum: Option<Tensor<4>>,
+    /// The stage input and every block's new features (concatenation), kept apart: the
+    /// concatenation is built only where it is read.
+    parts: Vec<Tensor<4>>,
 }
 
 impl Connect {
@@ -83,6 +116,42 @@ impl Connect {
         }
     }
 
+    /// Block 0's output from its branch and the original residual shortcut:
+    /// `f(X_0 + P(x))`, or for concatenation the parts `[x, X_0]` (kept in `history`).
+    pub fn first(
+        &self,
+        branch: Tensor<4>,
+        shortcut: Tensor<4>,
+        history: &mut History,
+        finish: impl Fn(Tensor<4>) -> Tensor<4>,
+    ) -> Tensor<4> {
+        match self.kind {
+            ConnectKind::Concat => {
+                history.parts = vec![shortcut, branch.clone()];
+                // Y_0 stays unconcatenated: later blocks read `parts`, the stage `output`.
+                branch
+            }
+            _ => finish(branch + shortcut),
+        }
+    }
+
+    /// What block `l >= 1` reads when it is not simply the previous output: the parts of a
+    /// concatenation.
+    pub fn parts<'h>(&self, history: &'h History) -> Option<&'h [Tensor<4>]> {
+        match self.kind {
+            ConnectKind::Concat => Some(&history.parts),
+            _ => None,
+        }
+    }
+
+    /// The stage's output from the last block's output `y`.
+    pub fn output(&self, y: Tensor<4>, history: History) -> Tensor<4> {
+        match self.kind {
+            ConnectKind::Concat => Tensor::cat(history.parts, 1),
+            _ => y,
+        }
+    }
+
     /// Remembers block `i`'s output `y` (aggregation) and `x` (branch) for later blocks.
     pub fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut History) {
         match self.kind {
@@ -97,7 +166,7 @@ impl Connect {
                     None => y.clone(),
                 });
             }
-            ConnectKind::Residual | ConnectKind::Rg(_) => {}
+            ConnectKind::Residual | ConnectKind::Rg(_) | ConnectKind::Concat => {}
         }
     }
 
@@ -108,10 +177,14 @@ impl Connect {
         l: usize,
         branch: Tensor<4>,
         prev: Tensor<4>,
-        history: &History,
+        history: &mut History,
         finish: impl Fn(Tensor<4>) -> Tensor<4>,
     ) -> Tensor<4> {
         match (&self.kind, &self.dense, &self.rg) {
+            (ConnectKind::Concat, _, _) => {
+                history.parts.push(branch.clone());
+                branch
+            }
             (ConnectKind::DenseSum(_), Some(d), _) => {
                 finish(d.aggregate(l, branch, &history.normalised))
             }

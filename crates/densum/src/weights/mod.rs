@@ -15,7 +15,7 @@ use crate::error::{DensumError, Result};
 use crate::net::Net;
 use crate::zoo::ModelOptions;
 
-pub use names::{PathTracker, spec_name};
+pub use names::{NameScheme, PathTracker, spec_name};
 
 /// Prefix of tensors that are not weights (test fixtures keep inputs and expected outputs
 /// beside the weights); ignored on load.
@@ -78,7 +78,7 @@ impl ModuleVisitor for Collector {
 /// Every tensor of `module` under its file name, in module order.
 pub fn named_tensors<M: Module>(module: &M) -> Vec<NamedTensor> {
     let mut c = Collector {
-        path: PathTracker::default(),
+        path: PathTracker::for_module(module),
         out: Vec::new(),
     };
     module.visit(&mut c);
@@ -109,7 +109,7 @@ pub fn tensor_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>, bool)> {
         }
     }
     let mut s = Shapes {
-        path: PathTracker::default(),
+        path: PathTracker::for_module(module),
         out: Vec::new(),
     };
     module.visit(&mut s);
@@ -343,11 +343,21 @@ impl ModuleMapper for Loader<'_> {
             return param;
         }
         let device = self.device.clone();
-        let data = TensorData::new(values.clone(), shape.clone());
-        param.map(move |_| {
-            let t = Tensor::<D>::from_data(data, &device);
-            if transposed { t.swap_dims(0, 1) } else { t }
-        })
+        // Transpose on the host: a strided view would make later matrix products sum in
+        // another order than on a freshly built model, and resumed runs would drift by ULPs.
+        let data = if transposed && shape.len() == 2 {
+            let (rows, cols) = (shape[0], shape[1]);
+            let mut t = vec![0f32; values.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = values[r * cols + c];
+                }
+            }
+            TensorData::new(t, vec![cols, rows])
+        } else {
+            TensorData::new(values.clone(), shape.clone())
+        };
+        param.map(move |_| Tensor::<D>::from_data(data, &device))
     }
 }
 
@@ -360,7 +370,7 @@ pub fn load_tensors<M: Module>(
     device: &Device,
 ) -> Result<M> {
     let mut loader = Loader {
-        path: PathTracker::default(),
+        path: PathTracker::for_module(&module),
         tensors,
         used: BTreeSet::new(),
         errors: Vec::new(),

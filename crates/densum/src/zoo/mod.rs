@@ -2,11 +2,14 @@
 //!
 //! One file per paper: [`resnet`] (ResNet, pre-activation, ResNeXt, Wide ResNet, SE, CBAM),
 //! [`dsnet`] (dense weighted normalised shortcuts), [`rgsnet`] (ReLU + GroupNorm
-//! shortcuts). Each contributes [`ModelEntry`]s: a name, a one-line description and an
+//! shortcuts), [`densenet`] (concatenation, transitions), [`res2net`] (multi-scale
+//! bottlenecks, and Dense2Net). Each contributes [`ModelEntry`]s: a name, a one-line description and an
 //! [`Arch`], the paper's choice of block and connectivity. [`build_config`] resolves an entry
 //! and the user's [`ModelOptions`] into a [`NetConfig`].
 
+pub mod densenet;
 pub mod dsnet;
+pub mod res2net;
 pub mod resnet;
 pub mod rgsnet;
 
@@ -15,7 +18,9 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockConfig, BlockKind, InnerShortcut};
-use crate::connect::{ConnectKind, DenseSumConfig, DsInit, DsWeightKind, RgVariant};
+use crate::connect::{
+    ConnectKind, DenseSumConfig, DsInit, DsWeightKind, RgVariant, TransitionConfig,
+};
 use crate::error::{DensumError, Result};
 use crate::net::{NetConfig, StageConfig, StemKind};
 use crate::nn::{AttentionKind, NormKind};
@@ -139,6 +144,27 @@ pub struct ModelOptions {
     /// RGSNet: which shortcut design (b, res, rbs, gs, rgb).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rg_variant: Option<RgVariant>,
+    /// Blocks (or dense layers) per stage, replacing the model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_config: Option<Vec<usize>>,
+    /// DenseNet: growth rate k (channels each dense layer adds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth_rate: Option<usize>,
+    /// DenseNet: channels of the stem (torchvision's `num_init_features`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_features: Option<usize>,
+    /// DenseNet: bottleneck layers (B), BN-ReLU-conv1x1 (4k) before the 3x3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bottleneck: Option<bool>,
+    /// DenseNet: transition compression θ in (0, 1] (C: 0.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<f64>,
+    /// DenseNet: recompute concatenations and first BN-ReLUs in the backward pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_efficient: Option<bool>,
+    /// Res2Net and Dense2Net: scale s (number of channel groups), at least 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<usize>,
 }
 
 /// A paper's architecture: the choices a registry entry fixes.
@@ -168,6 +194,14 @@ pub struct Arch {
     pub block_dropout: f64,
     /// The dataset assumed when none is given.
     pub default_dataset: Dataset,
+    /// Transitions between stages (DenseNet).
+    pub transition: Option<TransitionConfig>,
+    /// Every stage has `base_planes` planes (DenseNet's growth rate) instead of doubling.
+    pub constant_planes: bool,
+    /// The stem has 2 · `base_planes` channels (DenseNet-BC's 2k), following the growth rate.
+    pub stem_from_growth: bool,
+    /// Res2Net's scale (1: no split convolution).
+    pub scale: usize,
 }
 
 impl Arch {
@@ -186,6 +220,10 @@ impl Arch {
             branch_gn: false,
             block_dropout: 0.0,
             default_dataset: Dataset::Imagenet,
+            transition: None,
+            constant_planes: false,
+            stem_from_growth: false,
+            scale: 1,
         }
     }
 
@@ -240,6 +278,8 @@ pub fn registry() -> &'static [ModelEntry] {
         resnet::register(&mut r);
         dsnet::register(&mut r);
         rgsnet::register(&mut r);
+        densenet::register(&mut r);
+        res2net::register(&mut r);
         r
     })
 }
@@ -359,8 +399,35 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
             return Err(bad(format!("{opt} must be in [0, 1), got {v}")));
         }
     }
+    let dense = arch.block.is_dense();
+    let densenet::Shape {
+        block,
+        transition,
+        layers,
+        base_planes,
+    } = densenet::resolve_options(arch, o, &bad)?;
+    let scale = match o.scale {
+        Some(s) if s < 2 => {
+            return Err(bad(format!(
+                "scale must be at least 2 (groups of the split 3x3 convolution), got {s}"
+            )));
+        }
+        Some(s) if arch.scale == 1 && block != BlockKind::DenseBottleneck => {
+            return Err(bad(format!(
+                "scale {s} applies to Res2Net and Dense2Net (bottleneck dense layer) models only"
+            )));
+        }
+        Some(s) => s,
+        None => arch.scale,
+    };
+    let multi_scale_dense = block == BlockKind::DenseBottleneck && scale > 1;
     let bottleneck = arch.block.is_bottleneck();
-    if !bottleneck && (o.cardinality.is_some() || o.base_width.is_some()) {
+    if multi_scale_dense && o.base_width.is_some() {
+        return Err(bad(
+            "base_width does not apply to Dense2Net (its groups split 4k channels)".into(),
+        ));
+    }
+    if !bottleneck && !multi_scale_dense && (o.cardinality.is_some() || o.base_width.is_some()) {
         return Err(bad("cardinality and base_width apply to bottleneck blocks only; this model has basic blocks".into()));
     }
     let cardinality = o.cardinality.unwrap_or(arch.cardinality);
@@ -368,7 +435,20 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
     if cardinality == 0 || base_width == 0 {
         return Err(bad("cardinality and base_width must be at least 1".into()));
     }
-    let base = scaled(arch.base_planes);
+    // An explicit growth rate is taken as given; the model's own planes follow the width.
+    let base = if o.growth_rate.is_some() {
+        base_planes
+    } else {
+        scaled(base_planes)
+    };
+    if multi_scale_dense {
+        let inner = crate::block::dense::BN_SIZE * base;
+        if !inner.is_multiple_of(scale) || !(inner / scale).is_multiple_of(cardinality) {
+            return Err(bad(format!(
+                "Dense2Net splits 4k = {inner} channels into scale {scale} groups of a multiple of cardinality {cardinality} channels: they must divide"
+            )));
+        }
+    }
     if bottleneck && base * base_width / 64 == 0 {
         return Err(bad(format!(
             "base width {base_width} at {base} planes gives a group width of 0 (floor(planes · d / 64) must be at least 1)"
@@ -411,38 +491,46 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
         ));
     }
     let attention = o.attention.unwrap_or(arch.attention);
-    if attention != AttentionKind::None && arch.block.is_preact() {
+    if attention != AttentionKind::None && block.is_preact() {
         return Err(bad(
             "attention (SE, CBAM) is built for post-activation blocks only".into(),
         ));
     }
-    if o.block_dropout.is_some() && arch.block != BlockKind::PreActBasic {
+    if o.block_dropout.is_some() && arch.block != BlockKind::PreActBasic && !dense {
         return Err(bad(
-            "block_dropout applies to Wide ResNet (pre-activation basic) blocks only".into(),
+            "block_dropout applies to Wide ResNet (pre-activation basic) blocks and dense layers only"
+                .into(),
         ));
     }
 
     let stem = o.stem.unwrap_or(dataset.stem());
     let strides = std::iter::once(1).chain(std::iter::repeat(2));
-    let stages = arch
-        .layers
+    let stages = layers
         .iter()
         .zip(strides)
         .enumerate()
         .map(|(i, (&blocks, stride))| StageConfig {
             blocks,
-            planes: base << i,
+            planes: if arch.constant_planes {
+                base
+            } else {
+                base << i
+            },
             stride,
         })
         .collect();
-    let preact = arch.block.is_preact();
+    let preact = block.is_preact();
     Ok(NetConfig {
         stem,
-        stem_channels: scaled(arch.stem_channels),
+        stem_channels: match (o.init_features, arch.stem_from_growth) {
+            (Some(c), _) => c,
+            (None, true) => 2 * base,
+            (None, false) => scaled(arch.stem_channels),
+        },
         stem_norm: !(preact && stem == StemKind::Cifar),
         stages,
         block: BlockConfig {
-            kind: arch.block,
+            kind: block,
             cardinality,
             base_width,
             attention,
@@ -451,8 +539,11 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
             dropout: o.block_dropout.unwrap_or(arch.block_dropout),
             zero_init_last: o.zero_init_last.unwrap_or(false),
             gn_base: ((32.0 * width).round() as usize).max(1),
+            scale,
+            memory_efficient: o.memory_efficient.unwrap_or(false),
         },
         connect,
+        transition,
         final_norm: preact,
         num_classes,
         drop_path: o.drop_path.unwrap_or(0.0),
@@ -477,6 +568,77 @@ mod tests {
     fn unknown_model_suggests_close_names() {
         let err = find("dsnet5O").unwrap_err().to_string();
         assert!(err.contains("dsnet50"), "{err}");
+    }
+
+    #[test]
+    fn bad_densenet_and_res2net_options_are_rejected() {
+        let e = |name: &str, o: ModelOptions| resolve(name, &o).unwrap_err().to_string();
+        let growth = e(
+            "densenet121",
+            ModelOptions {
+                growth_rate: Some(0),
+                ..Default::default()
+            },
+        );
+        assert!(
+            growth.contains("growth_rate must be at least 1"),
+            "{growth}"
+        );
+        for c in [0.0, -0.5, 1.5, f64::NAN] {
+            let msg = e(
+                "densenet_bc100_k12",
+                ModelOptions {
+                    compression: Some(c),
+                    ..Default::default()
+                },
+            );
+            assert!(msg.contains("compression must be in (0, 1]"), "{msg}");
+        }
+        for name in ["res2net50_26w_4s", "dense2net121"] {
+            let msg = e(
+                name,
+                ModelOptions {
+                    scale: Some(1),
+                    ..Default::default()
+                },
+            );
+            assert!(msg.contains("scale must be at least 2"), "{msg}");
+        }
+        let msg = e(
+            "resnet50",
+            ModelOptions {
+                growth_rate: Some(12),
+                ..Default::default()
+            },
+        );
+        assert!(msg.contains("DenseNet models only"), "{msg}");
+        let msg = e(
+            "resnet50",
+            ModelOptions {
+                scale: Some(4),
+                ..Default::default()
+            },
+        );
+        assert!(msg.contains("Res2Net"), "{msg}");
+        let msg = e(
+            "densenet121",
+            ModelOptions {
+                block_config: Some(vec![6, 0, 24]),
+                ..Default::default()
+            },
+        );
+        assert!(msg.contains("block_config"), "{msg}");
+        // Valid edge values resolve.
+        for c in [1.0, 0.01] {
+            resolve(
+                "densenet121",
+                &ModelOptions {
+                    compression: Some(c),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! DenseNet's dense layer (Huang et al. 2017, spec 3.2): BN-ReLU-conv3x3 producing k channels
+//! (the growth rate), or with the bottleneck (B) BN-ReLU-conv1x1 (4k)-BN-ReLU-conv3x3 (k).
+//!
+//! The layer only computes its new features `X_l`; the concatenation with its input is the
+//! stage's [`ConnectKind::Concat`](crate::connect::ConnectKind::Concat) connectivity, so the
+//! same layer serves DenseNet and Dense2Net (whose 3x3 convolution is a Res2Net module). Field
+//! names are torchvision's (`norm1`, `conv1`, `norm2`, `conv2`).
+//!
+//! Memory-efficient mode (Pleiss et al. 2017): the concatenated input and the first BN-ReLU are
+//! the quadratic part of DenseNet's memory. With `memory_efficient`, those operations run
+//! under Burn's balanced gradient-checkpointing strategy: they are memory-bound, so autodiff
+//! keeps only their inputs (the k-channel outputs of earlier layers, stored anyway) and
+//! recomputes the concatenation and BN-ReLU in the backward pass. The rest of the network
+//! keeps the device's own strategy.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Dropout, DropoutConfig};
+use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
+
+use super::res2::Res2Module;
+use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
+use crate::nn::{batch_norm, conv, relu};
+
+/// Channels of the bottleneck per unit of growth rate (DenseNet-B's 4k).
+pub const BN_SIZE: usize = 4;
+
+/// A dense layer. With `bottleneck` it has `norm2`/`conv2`; Dense2Net replaces the 3x3
+/// `conv2` (4k -> k) by `res2` (a Res2Net module on 4k channels) followed by the 1x1 `conv2`.
+#[derive(Module, Debug)]
+pub struct DenseLayer {
+    /// BN of the concatenated input.
+    pub norm1: BatchNorm,
+    /// conv1x1 to 4k (bottleneck) or conv3x3 to k (plain).
+    pub conv1: Conv2d,
+    /// BN after the bottleneck.
+    pub norm2: Option<BatchNorm>,
+    /// Dense2Net's multi-scale module on 4k channels (BN-ReLU inside).
+    pub res2: Option<Res2Module>,
+    /// conv3x3 4k -> k (DenseNet-B) or conv1x1 4k -> k (Dense2Net).
+    pub conv2: Option<Conv2d>,
+    /// Dropout on the new features (torchvision's `drop_rate`).
+    pub dropout: Dropout,
+    /// Recompute the input's concatenation and first BN-ReLU in the backward pass.
+    pub memory_efficient: bool,
+}
+
+impl DenseLayer {
+    /// A dense layer reading `args.in_ch` channels and producing `args.planes` (= k).
+    pub fn new(cfg: &BlockConfig, args: &BlockArgs, bottleneck: bool, device: &Device) -> Self {
+        let k = args.planes;
+        let inner = BN_SIZE * k;
+        let res2 = (bottleneck && cfg.scale > 1)
+            .then(|| Res2Module::new(inner, cfg.scale, cfg.cardinality, 1, false, device));
+        DenseLayer {
+            norm1: batch_norm(args.in_ch, false, device),
+            conv1: if bottleneck {
+                conv(args.in_ch, inner, 1, 1, 1, device)
+            } else {
+                conv(args.in_ch, k, 3, 1, 1, device)
+            },
+            norm2: bottleneck.then(|| batch_norm(inner, false, device)),
+            conv2: bottleneck.then(|| {
+                let kernel = if res2.is_some() { 1 } else { 3 };
+                conv(inner, k, kernel, 1, 1, device)
+            }),
+            res2,
+            dropout: DropoutConfig::new(cfg.dropout).init(),
+            memory_efficient: cfg.memory_efficient,
+        }
+    }
+
+    /// New features from the layer's inputs, given as the parts whose concatenation is the
+    /// layer's input (the block input and the earlier layers' outputs).
+    pub fn forward_parts(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+        let h = if self.memory_efficient && parts[0].is_autodiff() {
+            self.checkpointed_head(parts)
+        } else {
+            self.conv1
+                .forward(relu(self.norm1.forward(Tensor::cat(parts, 1))))
+        };
+        let h = match (&self.norm2, &self.conv2) {
+            (Some(norm2), Some(conv2)) => {
+                let h = relu(norm2.forward(h));
+                let h = match &self.res2 {
+                    Some(r) => r.forward(h),
+                    None => h,
+                };
+                conv2.forward(h)
+            }
+            _ => h,
+        };
+        self.dropout.forward(h)
+    }
+
+    /// `conv1(ReLU(norm1(cat(parts))))` with the concatenation and BN-ReLU under the balanced
+    /// checkpointing strategy (recomputed in the backward pass, not stored). Tensors carrying
+    /// different strategies cannot meet in one operation, so the parameters used here are
+    /// switched too (same autodiff nodes, so their gradients land on the model's parameters),
+    /// and the result is switched back to the strategy of the rest of the network.
+    fn checkpointed_head(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+        let outer = parts[0]
+            .gradient_checkpointing_strategy()
+            .expect("autodiff tensor");
+        let inner = GradientCheckpointingStrategy::Balanced;
+        let switch = |t: Tensor<4>| t.with_gradient_checkpointing_strategy(inner);
+        let parts: Vec<Tensor<4>> = parts.into_iter().map(switch).collect();
+        let norm1 = self.norm1.clone().map(&mut Switch(inner));
+        let conv1 = self.conv1.clone().map(&mut Switch(inner));
+        let h = conv1.forward(relu(norm1.forward(Tensor::cat(parts, 1))));
+        h.with_gradient_checkpointing_strategy(outer)
+    }
+
+    /// MACs and output shape for an input of `[c, h, w]`.
+    pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
+        let (mut m, mut c, h, w) = chain_macs(&[&self.conv1], h, w);
+        if let Some(r) = &self.res2 {
+            m += r.macs(h, w);
+        }
+        if let Some(conv2) = &self.conv2 {
+            let (m2, c2, _, _) = chain_macs(&[conv2], h, w);
+            m += m2;
+            c = c2;
+        }
+        (m, [c, h, w])
+    }
+
+    /// As a block of the stage loop: the branch is the new features, the shortcut the input
+    /// (which [`ConnectKind::Concat`](crate::connect::ConnectKind::Concat) concatenates).
+    pub fn forward(&self, x: Tensor<4>) -> BlockOut {
+        BlockOut {
+            branch: self.forward_parts(vec![x.clone()]),
+            shortcut: x,
+        }
+    }
+}
+
+/// Puts every parameter of a module under one checkpointing strategy.
+struct Switch(GradientCheckpointingStrategy);
+
+impl burn::module::ModuleMapper for Switch {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let strategy = self.0;
+        param.map(move |t| t.with_gradient_checkpointing_strategy(strategy))
+    }
+}
