@@ -38,10 +38,17 @@ fn serve(body: Vec<u8>, cut_first: usize, max: usize) -> (String, Arc<Mutex<Vec<
                     body.len()
                 )
             } else {
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
             };
             let _ = s.write_all(head.as_bytes());
-            let end = if k < cut_first { start + (body.len() - start) / 2 } else { body.len() };
+            let end = if k < cut_first {
+                start + (body.len() - start) / 2
+            } else {
+                body.len()
+            };
             let _ = s.write_all(&body[start..end]);
             let _ = s.flush();
         }
@@ -62,14 +69,19 @@ fn interrupted_download_resumes_and_verifies() {
     let (url, ranges) = serve(body.clone(), 1, 2);
     let d = common::tmp("dl-resume");
     let dest = d.join("file.bin");
-    let e = download_file(&format!("{url}/file.bin"), &dest, &sum).unwrap_err().to_string();
+    let e = download_file(&format!("{url}/file.bin"), &dest, &sum)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("interrupted") && e.contains("resume"), "{e}");
     let part = d.join("file.bin.part");
     assert_eq!(std::fs::metadata(&part).unwrap().len(), 150_000);
     download_file(&format!("{url}/file.bin"), &dest, &sum).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
     assert!(!part.exists());
-    assert_eq!(*ranges.lock().unwrap(), vec![None, Some("150000".to_string())]);
+    assert_eq!(
+        *ranges.lock().unwrap(),
+        vec![None, Some("150000".to_string())]
+    );
     // Present with the right checksum: nothing fetched (the server is gone by now).
     download_file(&format!("{url}/file.bin"), &dest, &sum).unwrap();
 }
@@ -78,8 +90,13 @@ fn interrupted_download_resumes_and_verifies() {
 fn checksum_mismatch_is_reported_and_partial_removed() {
     let (url, _) = serve(b"not the real archive".to_vec(), 0, 1);
     let d = common::tmp("dl-bad");
-    let opts = DownloadOptions { mirror: Some(url), ..Default::default() };
-    let e = download(Remote::Cifar10, &d, &opts).unwrap_err().to_string();
+    let opts = DownloadOptions {
+        mirror: Some(url),
+        ..Default::default()
+    };
+    let e = download(Remote::Cifar10, &d, &opts)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("cifar-10-binary.tar.gz") && e.contains("c32a1d4ab5d03f1284b67883e8d87530"),
         "{e}"
@@ -99,11 +116,15 @@ fn http_errors_name_the_url() {
             while rd.read_line(&mut line).unwrap_or(0) > 2 {
                 line.clear();
             }
-            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
         }
     });
     let d = common::tmp("dl-404");
-    let e = download_file(&url, &d.join("x.mat"), "00").unwrap_err().to_string();
+    let e = download_file(&url, &d.join("x.mat"), "00")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&url) && e.contains("404"), "{e}");
 }
 
@@ -112,6 +133,9 @@ fn official_file_lists() {
     let all = Remote::Svhn.files(&DownloadOptions::default());
     assert_eq!(all.len(), 3);
     assert!(all[2].url.ends_with("extra_32x32.mat"));
-    let py = Remote::Cifar100.files(&DownloadOptions { python: true, ..Default::default() });
+    let py = Remote::Cifar100.files(&DownloadOptions {
+        python: true,
+        ..Default::default()
+    });
     assert_eq!(py[0].md5, "eb9058c3a382ffc7106e4002c42a8d85");
 }

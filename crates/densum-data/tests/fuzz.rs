@@ -19,27 +19,57 @@ use std::path::Path;
 /// The targets: each parses `bytes` and must not panic.
 fn targets() -> Vec<(&'static str, fn(&[u8]))> {
     fn blob(b: &[u8]) -> Blob {
-        Blob { location: "fuzz-input".into(), bytes: b.to_vec() }
+        Blob {
+            location: "fuzz-input".into(),
+            bytes: b.to_vec(),
+        }
     }
     fn check_err<T>(r: densum_data::Result<T>) {
         if let Err(e) = r {
-            assert!(e.to_string().contains("fuzz-input"), "error does not name the file: {e}");
+            assert!(
+                e.to_string().contains("fuzz-input"),
+                "error does not name the file: {e}"
+            );
         }
     }
     vec![
         ("cifar10-bin", |b| {
             let (mut p, mut l) = (Vec::new(), Vec::new());
-            check_err(load_blob(&blob(b), CifarKind::C10Binary, false, &mut p, &mut l));
+            check_err(load_blob(
+                &blob(b),
+                CifarKind::C10Binary,
+                false,
+                &mut p,
+                &mut l,
+            ));
         }),
         ("cifar100-bin", |b| {
             let (mut p, mut l) = (Vec::new(), Vec::new());
-            check_err(load_blob(&blob(b), CifarKind::C100Binary, true, &mut p, &mut l));
+            check_err(load_blob(
+                &blob(b),
+                CifarKind::C100Binary,
+                true,
+                &mut p,
+                &mut l,
+            ));
         }),
         ("pickle", |b| {
             let _ = pickle::unpickle(b).map(|v| v.get("data").map(pickle::ndarray_u8));
             let (mut p, mut l) = (Vec::new(), Vec::new());
-            check_err(load_blob(&blob(b), CifarKind::C10Python, false, &mut p, &mut l));
-            check_err(load_blob(&blob(b), CifarKind::C100Python, false, &mut p, &mut l));
+            check_err(load_blob(
+                &blob(b),
+                CifarKind::C10Python,
+                false,
+                &mut p,
+                &mut l,
+            ));
+            check_err(load_blob(
+                &blob(b),
+                CifarKind::C100Python,
+                false,
+                &mut p,
+                &mut l,
+            ));
         }),
         ("mat", |b| {
             let _ = mat::read_mat(b);
@@ -49,7 +79,8 @@ fn targets() -> Vec<(&'static str, fn(&[u8]))> {
             let d = std::env::temp_dir().join(format!("densum-fuzz-{}", std::process::id()));
             std::fs::create_dir_all(&d).unwrap();
             // One file per thread: proptest and the runner may run targets concurrently.
-            let p = d.join(format!("{:?}.tar.gz", std::thread::current().id()).replace(['(', ')'], ""));
+            let p =
+                d.join(format!("{:?}.tar.gz", std::thread::current().id()).replace(['(', ')'], ""));
             std::fs::write(&p, b).unwrap();
             if let Err(e) = Files::archive(&p, &wanted_member) {
                 assert!(e.to_string().contains(".tar.gz"), "{e}");
@@ -68,14 +99,28 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "cifar10-bin" => vec![c10_bin(0, 2)],
         "cifar100-bin" => vec![c100_bin(0, 2)],
-        "pickle" => vec![c10_pickle(0, 2), c100_pickle(1, 2), names_pickle(&[("label_names", 10)])],
+        "pickle" => vec![
+            c10_pickle(0, 2),
+            c100_pickle(1, 2),
+            names_pickle(&[("label_names", 10)]),
+        ],
         "mat" => vec![svhn_mat(2, false).0, svhn_mat(2, true).0],
-        "targz" => vec![tar_gz("cifar-10-batches-bin", &cifar_files("c10bin", 1)[..2])],
+        "targz" => vec![tar_gz(
+            "cifar-10-batches-bin",
+            &cifar_files("c10bin", 1)[..2],
+        )],
         "image" => {
             let mut png = Vec::new();
-            rgb(8, 8, 1).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+            rgb(8, 8, 1)
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
             let mut jpg = Vec::new();
-            rgb(8, 8, 1).write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg).unwrap();
+            rgb(8, 8, 1)
+                .write_to(
+                    &mut std::io::Cursor::new(&mut jpg),
+                    image::ImageFormat::Jpeg,
+                )
+                .unwrap();
             vec![png, jpg]
         }
         _ => unreachable!(),
@@ -168,7 +213,10 @@ fn seeds_are_valid() {
         }
     }
     let (mut p, mut l) = (Vec::new(), Vec::new());
-    let b = Blob { location: "x".into(), bytes: c10_pickle(0, 2) };
+    let b = Blob {
+        location: "x".into(),
+        bytes: c10_pickle(0, 2),
+    };
     load_blob(&b, CifarKind::C10Python, false, &mut p, &mut l).unwrap();
     assert_eq!(l.len(), 2);
 }
@@ -176,8 +224,14 @@ fn seeds_are_valid() {
 #[test]
 #[ignore = "long: DENSUM_FUZZ_ITERS=200000 cargo test -p densum-data --release --test fuzz -- --ignored"]
 fn fuzz_long() {
-    let iters: u64 = std::env::var("DENSUM_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
-    let seed: u64 = std::env::var("DENSUM_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let iters: u64 = std::env::var("DENSUM_FUZZ_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let seed: u64 = std::env::var("DENSUM_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     std::panic::set_hook(Box::new(|_| {})); // failures are reported below, with the input
     let mut total = 0;
     for (t, (name, f)) in targets().into_iter().enumerate() {
@@ -194,11 +248,17 @@ fn fuzz_long() {
                 let p = std::env::temp_dir().join(format!("densum-fuzz-crash-{name}-{i}.bin"));
                 std::fs::write(&p, &b).unwrap();
                 let _ = std::panic::take_hook();
-                panic!("target {name} panicked on iteration {i}; input saved to {}", p.display());
+                panic!(
+                    "target {name} panicked on iteration {i}; input saved to {}",
+                    p.display()
+                );
             }
             total += 1;
         }
-        println!("{name}: {iters} inputs in {:.1} s, no crash", start.elapsed().as_secs_f64());
+        println!(
+            "{name}: {iters} inputs in {:.1} s, no crash",
+            start.elapsed().as_secs_f64()
+        );
     }
     let _ = std::panic::take_hook();
     println!("{total} inputs, no crash");
