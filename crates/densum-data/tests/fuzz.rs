@@ -16,8 +16,11 @@ use densum_data::rng::Rng;
 use proptest::prelude::*;
 use std::path::Path;
 
+/// A named parser entry point.
+type Target = (&'static str, fn(&[u8]));
+
 /// The targets: each parses `bytes` and must not panic.
-fn targets() -> Vec<(&'static str, fn(&[u8]))> {
+fn targets() -> Vec<Target> {
     fn blob(b: &[u8]) -> Blob {
         Blob {
             location: "fuzz-input".into(),

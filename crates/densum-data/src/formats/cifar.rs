@@ -87,11 +87,16 @@ impl CifarKind {
     }
 
     fn num_classes(self, coarse: bool) -> usize {
-        match (self.is_100(), coarse) {
-            (false, _) => 10,
-            (true, false) => 100,
-            (true, true) => 20,
-        }
+        label_count(self.is_100(), coarse)
+    }
+}
+
+/// Number of classes: CIFAR-10 10; CIFAR-100 100 fine or 20 coarse.
+fn label_count(cifar100: bool, coarse: bool) -> usize {
+    match (cifar100, coarse) {
+        (false, _) => 10,
+        (true, false) => 100,
+        (true, true) => 20,
     }
 }
 
@@ -300,7 +305,7 @@ pub fn parse_binary(
     if b.is_empty() {
         return Err(Error::format(&blob.location, "empty file"));
     }
-    if b.len() % rec != 0 {
+    if !b.len().is_multiple_of(rec) {
         let whole = b.len() / rec;
         return Err(Error::format(
             &blob.location,
@@ -316,11 +321,7 @@ pub fn parse_binary(
             ),
         ));
     }
-    let n_classes = match (cifar100, coarse) {
-        (false, _) => 10,
-        (true, false) => 100,
-        (true, true) => 20,
-    };
+    let n_classes = label_count(cifar100, coarse);
     pixels.reserve(b.len() / rec * PIXELS);
     for (i, r) in b.chunks_exact(rec).enumerate() {
         let (lab, chw) = if cifar100 {
@@ -387,11 +388,7 @@ pub fn parse_pickle(
         (true, false) => "fine_labels",
         (true, true) => "coarse_labels",
     };
-    let n_classes = match (cifar100, coarse) {
-        (false, _) => 10,
-        (true, false) => 100,
-        (true, true) => 20,
-    };
+    let n_classes = label_count(cifar100, coarse);
     let labs = v
         .get(key)
         .and_then(|l| l.as_seq())

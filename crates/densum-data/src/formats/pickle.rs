@@ -280,7 +280,7 @@ impl<'a> Machine<'a> {
     }
     fn set_items(&mut self, items: Vec<Value>) -> R<()> {
         let pos = self.pos;
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(format!("odd number of dict items at offset {pos}"));
         }
         let d = depth_of(&items);
