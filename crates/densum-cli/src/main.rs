@@ -1,6 +1,7 @@
 //! `densum`: a thin command line over the densum library.
 
 mod model_args;
+mod train_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,24 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Train a model (flags, a TOML config, a named recipe; or resume a run).
+    Train(Box<train_cmd::TrainArgs>),
+    /// Evaluate a run or a weight file: loss, top-1/top-5 error, per-class accuracy.
+    Eval(Box<train_cmd::EvalArgs>),
+    /// Plot training loss and validation error of runs against iterations (PNG).
+    Plot {
+        /// Run directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Inspect, verify, benchmark or download datasets.
+    Data {
+        #[command(subcommand)]
+        cmd: densum_data::cli::DataCommand,
+    },
     /// Classify images with a model and its weights.
     ///
     /// Images (PNG, JPEG) are decoded to RGB and scaled to [0, 1]. An image of the model's
@@ -170,6 +189,14 @@ fn run(cli: Cli) -> Result<()> {
             top,
             images,
         } => predict(model, &args, &weights, format, top, &images),
+        Command::Train(args) => train_cmd::run_train(&args),
+        Command::Eval(args) => train_cmd::run_eval(&args),
+        Command::Plot { runs, out } => {
+            densum::train::plot::plot(&runs, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Data { cmd } => densum_data::cli::run(cmd),
         Command::Bench {
             models,
             args,

@@ -37,6 +37,15 @@ pub enum DensumError {
         /// Why it could not be used.
         message: String,
     },
+    /// A training or evaluation configuration that cannot run.
+    #[error("{0}")]
+    Config(String),
+    /// A dataset that cannot be read.
+    #[error("data: {0}")]
+    Data(String),
+    /// Training stopped (for example on a non-finite loss); checkpoints already written are kept.
+    #[error("training stopped: {0}")]
+    Stopped(String),
     /// A file-system error, with the file it concerns.
     #[error("{}: {source}", .path.display())]
     Io {

@@ -18,6 +18,7 @@ pub mod net;
 pub mod nn;
 pub mod predict;
 pub mod stage;
+pub mod train;
 pub mod weights;
 pub mod zoo;
 

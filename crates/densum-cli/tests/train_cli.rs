@@ -1,0 +1,248 @@
+//! `densum train`, `densum eval` as a user runs them, including a `kill -9` in the middle of a
+//! run and its resumption.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn densum(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_densum"))
+        .args(args)
+        .output()
+        .expect("run densum")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = densum(args);
+    assert!(
+        out.status.success(),
+        "densum {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = densum(args);
+    assert!(!out.status.success(), "densum {args:?} should fail");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("densum-cli-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn image_folder(root: &Path, classes: usize, per_class: usize) {
+    for c in 0..classes {
+        let dir = root.join(format!("c{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                let n = ((x * 5 + y * 11 + i as u32 * 17) % 50) as u8;
+                image::Rgb([(c * 80) as u8 + n, 200 - (c * 60) as u8, n])
+            });
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+fn losses(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {}", v["kind"], v["iteration"], v["loss"])
+        })
+        .collect()
+}
+
+const COMMON: &[&str] = &[
+    "train",
+    "--model",
+    "resnet20",
+    "--dataset",
+    "cifar10",
+    "--width",
+    "0.5",
+    "--num-classes",
+    "3",
+    "--batch",
+    "8",
+    "--epochs",
+    "4",
+    "--log-every",
+    "1",
+    "--checkpoint-every",
+    "2",
+    "--keep-last",
+    "3",
+    "--val-split",
+    "6",
+    "--seed",
+    "11",
+    "--quiet",
+    "--schedule",
+    "cosine",
+];
+
+#[test]
+fn kill_9_then_resume_gives_the_uninterrupted_curve() {
+    let data = tmp("data");
+    image_folder(&data, 3, 18);
+    let d = data.to_str().unwrap();
+    let full = tmp("full").join("run");
+    let mut args = COMMON.to_vec();
+    args.extend(["--data", d, "--run-dir", full.to_str().unwrap()]);
+    ok(&args);
+
+    let killed = tmp("killed").join("run");
+    let mut args = COMMON.to_vec();
+    args.extend(["--data", d, "--run-dir", killed.to_str().unwrap()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_densum"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it between checkpoints, once the second one exists.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let ckpt = killed
+        .join("checkpoints")
+        .join("iter-000000004")
+        .join("state.json");
+    while !ckpt.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("summary.json").exists(),
+        "the run finished before the kill"
+    );
+
+    ok(&["train", "--resume", killed.to_str().unwrap(), "--quiet"]);
+    assert_eq!(losses(&full), losses(&killed));
+
+    // eval on the run: per-class accuracy for the 3 classes.
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--run",
+        full.to_str().unwrap(),
+        "--split",
+        "train",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(v["samples"], 54);
+    assert_eq!(v["per_class"].as_array().unwrap().len(), 3);
+    assert!(v["top1_error"].as_f64().unwrap() <= 100.0);
+
+    // Curves of both runs on one figure.
+    let png = tmp("plot").join("curves.png");
+    ok(&[
+        "plot",
+        full.to_str().unwrap(),
+        killed.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (1400, 560));
+    assert!(
+        fails(&["plot", "/no/such/run", "--out", png.to_str().unwrap()]).contains("/no/such/run")
+    );
+
+    // Resuming as another model is refused.
+    let e = fails(&[
+        "train",
+        "--resume",
+        killed.to_str().unwrap(),
+        "--model",
+        "dsnet20",
+    ]);
+    assert!(e.contains("resnet20"), "{e}");
+}
+
+#[test]
+fn bad_train_input_fails_before_any_work() {
+    let data = tmp("bad-data");
+    image_folder(&data, 3, 2);
+    let d = data.to_str().unwrap();
+    let run = tmp("bad-run").join("r");
+    let r = run.to_str().unwrap();
+    assert!(
+        fails(&[
+            "train",
+            "--recipe",
+            "dsnet-cifarx",
+            "--model",
+            "resnet20",
+            "--data",
+            d
+        ])
+        .contains("dsnet-cifar")
+    );
+    assert!(
+        fails(&[
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            "/no/such/data",
+            "--run-dir",
+            r
+        ])
+        .contains("/no/such/data")
+    );
+    assert!(
+        fails(&[
+            "train",
+            "--model",
+            "resnet20",
+            "--dataset",
+            "cifar10",
+            "--data",
+            d,
+            "--run-dir",
+            r
+        ])
+        .contains("3 classes")
+    );
+    let cfg = tmp("cfg").join("c.toml");
+    std::fs::write(&cfg, "model = \"resnet20\"\nbatchsize = 3\n").unwrap();
+    assert!(
+        fails(&["train", "--config", cfg.to_str().unwrap(), "--data", d]).contains("batchsize")
+    );
+    assert!(!run.exists(), "a failed start left a run directory");
+    // An unwritable run directory: a clear error naming it.
+    let e = fails(&[
+        "train",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "cifar10",
+        "--num-classes",
+        "3",
+        "--data",
+        d,
+        "--run-dir",
+        "/proc/densum-run",
+        "--iterations",
+        "1",
+        "--batch",
+        "2",
+    ]);
+    assert!(e.contains("/proc/densum-run"), "{e}");
+}

@@ -1,0 +1,181 @@
+//! SGD with momentum exactly as PyTorch defines it: `d = g + wd · p`, `v = m · v + d` (the
+//! first step sets `v = d`), step `v` or, with Nesterov, `d + m · v`. Momentum buffers are
+//! kept by tensor name, so they are saved to and restored from safetensors like the weights
+//! and a resumed run continues bit for bit.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Gradients, Tensor, TensorData};
+
+use super::config::OptimConfig;
+use crate::weights::{PathTracker, TensorMap};
+
+/// The optimiser and its state.
+pub struct Sgd {
+    cfg: OptimConfig,
+    momentum: HashMap<String, Tensor<1>>,
+}
+
+/// Whether weight decay skips this tensor (normalisation parameters and biases, when asked).
+fn skips_decay(name: &str, cfg: &OptimConfig) -> bool {
+    cfg.no_decay_norm_bias
+        && (name.ends_with(".bias")
+            || name.contains("bn")
+            || name.contains("norm")
+            || name.ends_with("rg.weight")
+            || name.contains("downsample.1"))
+}
+
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+struct NormVisitor<'a> {
+    grads: &'a Gradients,
+    sum_sq: f64,
+}
+
+impl ModuleVisitor for NormVisitor<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            let s: f32 = (g.clone() * g).sum().into_scalar();
+            self.sum_sq += s as f64;
+        }
+    }
+}
+
+struct Step<'a> {
+    path: PathTracker,
+    grads: &'a Gradients,
+    lr: f64,
+    scale: f64,
+    sgd: &'a mut Sgd,
+}
+
+impl ModuleMapper for Step<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (name, _) = self.path.current();
+        if is_buffer(&name) {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = tensor.grad(self.grads) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let cfg = &self.sgd.cfg;
+        let require_grad = tensor.is_require_grad();
+        let shape = tensor.shape();
+        let p = tensor.inner();
+        let mut d = if self.scale != 1.0 {
+            grad * self.scale
+        } else {
+            grad
+        };
+        if cfg.weight_decay > 0.0 && !skips_decay(&name, cfg) {
+            d = d + p.clone() * cfg.weight_decay;
+        }
+        let update = if cfg.momentum > 0.0 {
+            let v = match self.sgd.momentum.remove(&name) {
+                Some(buf) => buf.reshape(shape.clone()) * cfg.momentum + d.clone(),
+                None => d.clone(),
+            };
+            let step = if cfg.nesterov {
+                d + v.clone() * cfg.momentum
+            } else {
+                v.clone()
+            };
+            self.sgd
+                .momentum
+                .insert(name, v.reshape([shape.num_elements()]));
+            step
+        } else {
+            d
+        };
+        let mut t = Tensor::from_inner(p - update * self.lr);
+        if require_grad {
+            t = t.require_grad();
+        }
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+impl Sgd {
+    /// A fresh optimiser.
+    pub fn new(cfg: OptimConfig) -> Self {
+        Sgd {
+            cfg,
+            momentum: HashMap::new(),
+        }
+    }
+
+    /// One update of `module` with `grads` at rate `lr`; returns the updated module and the
+    /// global gradient norm (before clipping).
+    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> (M, f64) {
+        let mut norm = NormVisitor { grads, sum_sq: 0.0 };
+        module.visit(&mut norm);
+        let norm = norm.sum_sq.sqrt();
+        let scale = match self.cfg.grad_clip {
+            Some(max) if norm > max && norm.is_finite() => max / (norm + 1e-6),
+            _ => 1.0,
+        };
+        let mut step = Step {
+            path: PathTracker::default(),
+            grads,
+            lr,
+            scale,
+            sgd: self,
+        };
+        (module.map(&mut step), norm)
+    }
+
+    /// The momentum buffers, by tensor name (flattened).
+    pub fn state(&self) -> Vec<(String, Vec<f32>)> {
+        let mut v: Vec<(String, Vec<f32>)> = self
+            .momentum
+            .iter()
+            .map(|(k, t)| {
+                let data = t.clone().into_data().convert::<f32>();
+                (k.clone(), data.try_to_vec::<f32>().unwrap_or_default())
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Restores momentum buffers saved by [`Sgd::state`].
+    pub fn load_state(&mut self, state: &TensorMap, device: &burn::tensor::Device) {
+        self.momentum = state
+            .iter()
+            .map(|(k, (_, v))| {
+                let t = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+                (k.clone(), t)
+            })
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decay_exclusions_by_name() {
+        let cfg = OptimConfig {
+            no_decay_norm_bias: true,
+            ..Default::default()
+        };
+        assert!(skips_decay("layer1.0.bn1.weight", &cfg));
+        assert!(skips_decay("fc.bias", &cfg));
+        assert!(skips_decay("layer1.0.downsample.1.weight", &cfg));
+        assert!(!skips_decay("layer1.0.conv1.weight", &cfg));
+        assert!(!skips_decay("fc.weight", &cfg));
+        assert!(!skips_decay("fc.bias", &OptimConfig::default()));
+    }
+}
