@@ -30,6 +30,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, TOOLS)
 
+from reference.dense_families import CrossLayer, DelugeNet, Dense2Net  # noqa: E402
 from reference.models import ShortcutWeight, build, count_params  # noqa: E402
 from reference.selfcheck import check_counts  # noqa: E402
 from reference.tv import tv_resnet  # noqa: E402
@@ -106,6 +107,13 @@ CASES = [
     case("timm_res2net50_w0125_2211", "res2net50_26w_4s",
          {"dataset": "imagenet", "width": 0.125, "num_classes": 10, "block_config": [2, 2, 1, 1]},
          factory=timm_res2net_small, grad=True, hw=64),
+    # own references (tools/reference/dense_families.py), CIFAR-10
+    case("dense2net_k8_2222", "dense2net121",
+         {"dataset": "cifar10", "num_classes": 10, "growth_rate": 8, "block_config": [2, 2, 2, 2]},
+         factory=lambda: Dense2Net(block_config=(2, 2, 2, 2), k=8, scale=4, num_classes=10), grad=True),
+    case("delugenet_w0125_222", "delugenet146",
+         {"dataset": "cifar10", "width": 0.125, "num_classes": 10, "block_config": [2, 2, 2]},
+         factory=lambda: DelugeNet(layers=(2, 2, 2), c=16, num_classes=10), grad=True),
 ]
 
 LARGE_CASES = [
@@ -200,6 +208,9 @@ def randomize(model: nn.Module):
             m.bias.normal_(0.0, 0.1)
         elif isinstance(m, ShortcutWeight):
             m.weight.uniform_(0.5, 1.5)
+        elif isinstance(m, CrossLayer):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0.0, 0.1)
         # nn.Linear keeps PyTorch's default init
 
 

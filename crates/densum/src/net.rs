@@ -70,13 +70,13 @@ impl NetConfig {
         let mut c = self.stem_channels;
         let mut out = vec![c];
         for (i, st) in self.stages.iter().enumerate() {
+            let block_out = st.planes * self.block.kind.expansion();
             if let Some(t) = &self.transition
                 && i > 0
                 && st.stride != 1
             {
-                c = t.out_channels(c);
+                c = t.out_channels(c, block_out);
             }
-            let block_out = st.planes * self.block.kind.expansion();
             c = self.connect.stage_out_channels(c, block_out, st.blocks);
             out.push(c);
         }

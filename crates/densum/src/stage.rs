@@ -31,14 +31,14 @@ impl Stage {
         drop_paths: &[f64],
         device: &Device,
     ) -> Self {
+        let out_ch = st.planes * block.kind.expansion();
         let transition = transition
             .filter(|_| st.stride != 1)
-            .map(|t| Transition::new(t, in_ch, st.stride, device));
+            .map(|t| Transition::new(t, in_ch, out_ch, st.stride, device));
         let (in_ch, stride) = match &transition {
             Some(t) => (t.conv.weight.dims()[0], 1),
             None => (in_ch, st.stride),
         };
-        let out_ch = st.planes * block.kind.expansion();
         let blocks = drop_paths
             .iter()
             .enumerate()

@@ -111,3 +111,11 @@ fn res2nets_match_timm_and_the_paper() {
         0.03,
     );
 }
+
+#[test]
+fn delugenets_land_within_5_percent_of_the_paper() {
+    let c10 = |n: &str| params(n, ModelOptions::default());
+    within("delugenet146", c10("delugenet146"), 6.7, 0.05);
+    within("delugenet218", c10("delugenet218"), 10.0, 0.05);
+    within("wide_delugenet146", c10("wide_delugenet146"), 20.2, 0.05);
+}

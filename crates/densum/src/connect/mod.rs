@@ -11,6 +11,7 @@
 //! | [`ConnectKind::DenseSum`] (DSNet) | f(X_l + sum_{i<l} W_{l,i} ⊙ N(Y_i or X_i)) |
 //! | [`ConnectKind::Rg`] (RGSNet) | X_l + RG(Y_{l-1}), and the ablations |
 //! | [`ConnectKind::Concat`] (DenseNet) | concat(Y_{l-1}, X_l); Y_0 = concat(x, X_0) |
+//! | [`ConnectKind::Deluge`] (DelugeNet) | sum_i W_l[i] ⊙ H_i + b_l over H = [x, X_0, ..., X_l] |
 //!
 //! f is the block's own output activation (ReLU for post-activation blocks, none for
 //! pre-activation ones). Concatenation is the one rule that also changes block 0 (its
@@ -18,8 +19,9 @@
 //! `in + l · k` channels and the stage ends with `in + n · k`.
 //!
 //! Between stages, [`transition`] holds what changes the resolution when the blocks do not
-//! (DenseNet's BN-ReLU-conv1x1-avgpool).
+//! (DenseNet's BN-ReLU-conv1x1-avgpool, DelugeNet's strided depthwise 3x3 + conv1x1).
 
+pub mod deluge;
 pub mod dense_sum;
 pub mod rg;
 pub mod transition;
@@ -28,6 +30,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub use deluge::{CrossLayer, Deluge};
 pub use dense_sum::{DenseSum, DenseSumConfig, DsInit, DsVariant, DsWeight, DsWeightKind, InnerDs};
 pub use rg::{RgShortcut, RgShortcuts, RgVariant};
 pub use transition::{Transition, TransitionConfig, TransitionKind};
@@ -46,6 +49,8 @@ pub enum ConnectKind {
     Rg(RgVariant),
     /// DenseNet's concatenation of every earlier output.
     Concat,
+    /// DelugeNet's cross-layer depthwise combination of every earlier output.
+    Deluge,
 }
 
 impl ConnectKind {
@@ -75,6 +80,8 @@ pub struct Connect {
     pub dense: Option<DenseSum>,
     /// RG shortcuts, for [`ConnectKind::Rg`].
     pub rg: Option<RgShortcuts>,
+    /// Cross-layer depthwise combinations, for [`ConnectKind::Deluge`].
+    pub deluge: Option<Deluge>,
     /// Which rule applies.
     #[module(skip)]
     pub kind: ConnectKind,
@@ -87,8 +94,8 @@ pub struct History {
     normalised: Vec<Tensor<4>>,
     /// Running sum of earlier outputs (dense identity).
     sum: Option<Tensor<4>>,
-    /// The stage input and every block's new features (concatenation), kept apart: the
-    /// concatenation is built only where it is read.
+    /// The stage input and every block's branch (concatenation, cross-layer combination),
+    /// kept apart: a concatenation is built only where it is read.
     parts: Vec<Tensor<4>>,
 }
 
@@ -112,6 +119,7 @@ impl Connect {
                 ConnectKind::Rg(v) => Some(RgShortcuts::new(v, blocks, channels, gn_base, device)),
                 _ => None,
             },
+            deluge: (kind == ConnectKind::Deluge).then(|| Deluge::new(blocks, channels, device)),
             kind,
         }
     }
@@ -130,6 +138,11 @@ impl Connect {
                 history.parts = vec![shortcut, branch.clone()];
                 // Y_0 stays unconcatenated: later blocks read `parts`, the stage `output`.
                 branch
+            }
+            ConnectKind::Deluge => {
+                history.parts = vec![shortcut, branch];
+                let d = self.deluge.as_ref().expect("deluge connectivity");
+                d.aggregate(0, &history.parts)
             }
             _ => finish(branch + shortcut),
         }
@@ -166,7 +179,10 @@ impl Connect {
                     None => y.clone(),
                 });
             }
-            ConnectKind::Residual | ConnectKind::Rg(_) | ConnectKind::Concat => {}
+            ConnectKind::Residual
+            | ConnectKind::Rg(_)
+            | ConnectKind::Concat
+            | ConnectKind::Deluge => {}
         }
     }
 
@@ -184,6 +200,11 @@ impl Connect {
             (ConnectKind::Concat, _, _) => {
                 history.parts.push(branch.clone());
                 branch
+            }
+            (ConnectKind::Deluge, _, _) => {
+                history.parts.push(branch);
+                let d = self.deluge.as_ref().expect("deluge connectivity");
+                d.aggregate(l, &history.parts)
             }
             (ConnectKind::DenseSum(_), Some(d), _) => {
                 finish(d.aggregate(l, branch, &history.normalised))

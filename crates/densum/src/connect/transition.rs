@@ -9,7 +9,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::block::conv_macs;
+use crate::block::chain_macs;
 use crate::nn::{batch_norm, conv, relu};
 
 /// The form of a transition.
@@ -19,6 +19,13 @@ pub enum TransitionKind {
     /// DenseNet: BN-ReLU-conv1x1 (compression θ) then average pool 2x2 stride 2
     /// (torchvision's `transition{n}.{norm,conv}`).
     DenseNet,
+    /// DelugeNet: BN-ReLU, a strided depthwise 3x3 convolution (`dw`), then a conv1x1 to the
+    /// next stage's width (`conv`). The spec asks for strided 3x3 convolutions; a full 3x3
+    /// from C to 2C channels would cost 9·C·2C parameters per transition, more than the
+    /// papers' counts leave (6.7M at 16 and 10.0M at 24 layers per block differ by 3.3M, all
+    /// of it composite layers, so the transitions may cost only about 0.1M): the depthwise
+    /// form keeps the 3x3 spatial extent and stride at the cost of a 1x1.
+    Deluge,
 }
 
 /// A network's transitions.
@@ -31,10 +38,12 @@ pub struct TransitionConfig {
 }
 
 impl TransitionConfig {
-    /// Output channels for `in_ch` input channels.
-    pub fn out_channels(&self, in_ch: usize) -> usize {
+    /// Output channels for `in_ch` input channels into a stage whose blocks output
+    /// `stage_width` channels.
+    pub fn out_channels(&self, in_ch: usize, stage_width: usize) -> usize {
         match self.kind {
             TransitionKind::DenseNet => ((self.compression * in_ch as f64).floor() as usize).max(1),
+            TransitionKind::Deluge => stage_width,
         }
     }
 }
@@ -44,36 +53,55 @@ impl TransitionConfig {
 pub struct Transition {
     /// BN before the convolution.
     pub norm: BatchNorm,
+    /// DelugeNet's strided depthwise 3x3 convolution.
+    pub dw: Option<Conv2d>,
     /// The 1x1 convolution.
     pub conv: Conv2d,
-    /// The pooling that halves the resolution.
-    pub pool: AvgPool2d,
+    /// DenseNet's pooling that halves the resolution.
+    pub pool: Option<AvgPool2d>,
 }
 
 impl Transition {
-    /// The transition `cfg` from `in_ch` channels, downsampling by `stride`.
-    pub fn new(cfg: &TransitionConfig, in_ch: usize, stride: usize, device: &Device) -> Self {
-        let out = cfg.out_channels(in_ch);
-        match cfg.kind {
-            TransitionKind::DenseNet => Transition {
-                norm: batch_norm(in_ch, false, device),
-                conv: conv(in_ch, out, 1, 1, 1, device),
-                pool: AvgPool2dConfig::new([stride, stride]).init(),
-            },
+    /// The transition `cfg` from `in_ch` channels into a stage of `stage_width` channels,
+    /// downsampling by `stride`.
+    pub fn new(
+        cfg: &TransitionConfig,
+        in_ch: usize,
+        stage_width: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Self {
+        let out = cfg.out_channels(in_ch, stage_width);
+        let deluge = cfg.kind == TransitionKind::Deluge;
+        Transition {
+            norm: batch_norm(in_ch, false, device),
+            dw: deluge.then(|| conv(in_ch, in_ch, 3, stride, in_ch, device)),
+            conv: conv(in_ch, out, 1, 1, 1, device),
+            pool: (!deluge).then(|| AvgPool2dConfig::new([stride, stride]).init()),
         }
     }
 
     /// Applies the transition.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool
-            .forward(self.conv.forward(relu(self.norm.forward(x))))
+        let x = relu(self.norm.forward(x));
+        let x = match &self.dw {
+            Some(dw) => dw.forward(x),
+            None => x,
+        };
+        let x = self.conv.forward(x);
+        match &self.pool {
+            Some(p) => p.forward(x),
+            None => x,
+        }
     }
 
     /// MACs and output shape for an input of `[c, h, w]`.
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
-        let (m, oh, ow) = conv_macs(&self.conv, h, w);
-        let [s, _] = self.pool.stride;
-        let c = self.conv.weight.dims()[0];
+        let mut convs = Vec::new();
+        convs.extend(self.dw.as_ref());
+        convs.push(&self.conv);
+        let (m, c, oh, ow) = chain_macs(&convs, h, w);
+        let s = self.pool.as_ref().map_or(1, |p| p.stride[0]);
         (m, [c, oh / s, ow / s])
     }
 }

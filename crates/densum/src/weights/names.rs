@@ -160,7 +160,7 @@ pub fn spec_name(path: &[Segment]) -> (String, bool) {
                 out.push("weight".into());
                 i += 2;
             }
-            ("rg", "Struct:Connect") => i += 1,
+            ("rg", "Struct:Connect") | ("deluge", "Struct:Connect") => i += 1,
             ("rg", "Struct:RgShortcuts") if next.is_some() => {
                 out.push((index(next.unwrap()) + 1).to_string());
                 out.push("rg".into());

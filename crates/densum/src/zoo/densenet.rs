@@ -40,7 +40,7 @@ pub fn densenet(layers: &[usize], k: usize, bc: bool, dataset: Dataset) -> Arch 
             compression: if bc { 0.5 } else { 1.0 },
         }),
         constant_planes: true,
-        stem_from_growth: bc,
+        stem_per_plane: bc.then_some(2),
         ..Arch::resnet(
             if bc {
                 BlockKind::DenseBottleneck

@@ -3,10 +3,11 @@
 //! One file per paper: [`resnet`] (ResNet, pre-activation, ResNeXt, Wide ResNet, SE, CBAM),
 //! [`dsnet`] (dense weighted normalised shortcuts), [`rgsnet`] (ReLU + GroupNorm
 //! shortcuts), [`densenet`] (concatenation, transitions), [`res2net`] (multi-scale
-//! bottlenecks, and Dense2Net). Each contributes [`ModelEntry`]s: a name, a one-line description and an
+//! bottlenecks, and Dense2Net), [`delugenet`] (cross-layer depthwise combinations). Each contributes [`ModelEntry`]s: a name, a one-line description and an
 //! [`Arch`], the paper's choice of block and connectivity. [`build_config`] resolves an entry
 //! and the user's [`ModelOptions`] into a [`NetConfig`].
 
+pub mod delugenet;
 pub mod densenet;
 pub mod dsnet;
 pub mod res2net;
@@ -198,8 +199,10 @@ pub struct Arch {
     pub transition: Option<TransitionConfig>,
     /// Every stage has `base_planes` planes (DenseNet's growth rate) instead of doubling.
     pub constant_planes: bool,
-    /// The stem has 2 · `base_planes` channels (DenseNet-BC's 2k), following the growth rate.
-    pub stem_from_growth: bool,
+    /// The stem has this many times the first stage's planes (DenseNet-BC's 2k, DelugeNet's
+    /// first block width), following the growth rate and the width multiplier; `None`: the
+    /// stem has `stem_channels` scaled by the width.
+    pub stem_per_plane: Option<usize>,
     /// Res2Net's scale (1: no split convolution).
     pub scale: usize,
 }
@@ -222,7 +225,7 @@ impl Arch {
             default_dataset: Dataset::Imagenet,
             transition: None,
             constant_planes: false,
-            stem_from_growth: false,
+            stem_per_plane: None,
             scale: 1,
         }
     }
@@ -280,6 +283,7 @@ pub fn registry() -> &'static [ModelEntry] {
         rgsnet::register(&mut r);
         densenet::register(&mut r);
         res2net::register(&mut r);
+        delugenet::register(&mut r);
         r
     })
 }
@@ -522,10 +526,10 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
     let preact = block.is_preact();
     Ok(NetConfig {
         stem,
-        stem_channels: match (o.init_features, arch.stem_from_growth) {
+        stem_channels: match (o.init_features, arch.stem_per_plane) {
             (Some(c), _) => c,
-            (None, true) => 2 * base,
-            (None, false) => scaled(arch.stem_channels),
+            (None, Some(f)) => f * base,
+            (None, None) => scaled(arch.stem_channels),
         },
         stem_norm: !(preact && stem == StemKind::Cifar),
         stages,
