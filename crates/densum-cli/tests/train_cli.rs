@@ -246,3 +246,11 @@ fn bad_train_input_fails_before_any_work() {
     ]);
     assert!(e.contains("/proc/densum-run"), "{e}");
 }
+
+#[test]
+fn reproduce_checks_its_input_before_training() {
+    let e = fails(&["reproduce", "dsnet-depthh", "--data", "."]);
+    assert!(e.contains("dsnet-depth") && e.contains("rgsnet"), "{e}");
+    assert!(fails(&["reproduce", "rgsnet", "--data", "/no/such/data"]).contains("/no/such/data"));
+    assert!(fails(&["reproduce", "rgsnet", "--data", ".", "--scale", "huge"]).contains("tiny"));
+}

@@ -48,6 +48,9 @@ pub struct DataConfig {
     pub augment: String,
     /// Preprocessing for evaluation (`none` keeps the size; `imagenet-eval` resizes and crops).
     pub eval_augment: String,
+    /// Train on a stratified subset of this many images (after the validation split is
+    /// carved), e.g. for short reproductions on a small machine.
+    pub train_subset: Option<usize>,
     /// Cutout `[holes, length]`.
     pub cutout: Option<[u32; 2]>,
     /// Decode/augment threads (0: one per core).
@@ -66,6 +69,7 @@ impl Default for DataConfig {
             val: String::new(),
             augment: "cifar".into(),
             eval_augment: "none".into(),
+            train_subset: None,
             cutout: None,
             workers: 0,
             cache: true,

@@ -40,6 +40,15 @@ pub fn open_splits(cfg: &DataConfig, spec: &ModelSpec, seed: u64) -> Result<Spli
         check_classes(val.as_ref(), spec)?;
         (train, Some(val))
     };
+    let train = match cfg.train_subset {
+        Some(n) if n < train.len() => {
+            // carve_val's stratified, seeded split doubles as a class-balanced subset.
+            densum_data::carve_val(train, ValSplit::Count(n), seed ^ 0x5eed)
+                .map_err(data_err)?
+                .1
+        }
+        _ => train,
+    };
     Ok(Splits { train, val })
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod plot;
+pub mod reproduce;
 pub mod schedule;
 pub mod sgd;
 
