@@ -110,8 +110,8 @@ enum Command {
     },
     /// Run the experiments behind a paper table and write measured error beside the paper's.
     ///
-    /// Tables: dsnet-depth, dsnet-ablation, rgsnet, densenet-cifar. Scales: tiny (2,500
-    /// images, 4 epochs: a CPU check that every configuration trains), small (the recipe
+    /// Tables: dsnet-depth, dsnet-ablation, rgsnet, densenet-cifar. Scales: tiny (1,000
+    /// images, 3 epochs: a CPU check that every configuration trains), small (the recipe
     /// shortened to 30 epochs), full (the paper's recipe). Finished runs are reused, so an
     /// interrupted reproduction continues where it stopped.
     Reproduce {
