@@ -11,12 +11,15 @@ Dense2Net (CIFAR stem: a bare conv3x3 to 2k channels; torchvision's DenseNet nam
                  h = Res2(h)                 s groups of w = 4k/s channels:
                                              y_1 = K_1(x_1), y_i = K_i(x_i + y_{i-1}) (i < s),
                                              y_s = x_s; K_i = ReLU(BN(conv3x3, groups C))
+                 h = SE(h)                   optional: h * sigmoid(fc2(ReLU(fc1(avgpool(h))))),
+                                             fc 1x1 convs with bias, max(8, (4k/16 + 4) // 8 * 8)
                  new features = conv1x1_{k}(h)
     transition   avgpool2(conv1x1_{floor(c/2)}(ReLU(norm(x))))
     head         ReLU(norm5(x)) -> global average pool -> classifier
 
     names: features.conv0, features.denseblock{n}.denselayer{j}.{norm1,conv1,norm2,conv2},
-           ...denselayer{j}.res2.{convs,bns}.{i}, features.transition{n}.{norm,conv},
+           ...denselayer{j}.res2.{convs,bns}.{i}, ...denselayer{j}.se.{fc1,fc2},
+           features.transition{n}.{norm,conv},
            features.norm5, classifier
 
 DelugeNet (CIFAR stem: a bare conv3x3 to C channels):
@@ -63,25 +66,41 @@ class Res2(nn.Module):
         return torch.cat(out, 1)
 
 
+class SE(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        rd = max(8, int(c / 16 + 4) // 8 * 8)
+        self.fc1 = nn.Conv2d(c, rd, 1)
+        self.fc2 = nn.Conv2d(rd, c, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
 class Dense2Layer(nn.Module):
-    def __init__(self, cin: int, k: int, scale: int, groups: int):
+    def __init__(self, cin: int, k: int, scale: int, groups: int, se: bool = False):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(cin)
         self.conv1 = conv(cin, 4 * k, 1)
         self.norm2 = nn.BatchNorm2d(4 * k)
         self.res2 = Res2(4 * k, scale, groups)
+        self.se = SE(4 * k) if se else None
         self.conv2 = conv(4 * k, k, 1)
 
     def forward(self, inputs):
         h = self.conv1(F.relu(self.norm1(torch.cat(inputs, 1))))
-        return self.conv2(self.res2(F.relu(self.norm2(h))))
+        h = self.res2(F.relu(self.norm2(h)))
+        if self.se is not None:
+            h = self.se(h)
+        return self.conv2(h)
 
 
 class DenseBlock(nn.ModuleDict):
-    def __init__(self, n, cin, k, scale, groups):
+    def __init__(self, n, cin, k, scale, groups, se):
         super().__init__()
         for j in range(n):
-            self[f"denselayer{j + 1}"] = Dense2Layer(cin + j * k, k, scale, groups)
+            self[f"denselayer{j + 1}"] = Dense2Layer(cin + j * k, k, scale, groups, se)
 
     def forward(self, x):
         feats = [x]
@@ -103,13 +122,14 @@ class Transition(nn.Module):
 class Dense2Net(nn.Module):
     """DenseNet-BC with Res2Net modules; CIFAR stem (bare conv3x3 to 2k)."""
 
-    def __init__(self, block_config=(6, 12, 24, 16), k=32, scale=4, groups=1, num_classes=100):
+    def __init__(self, block_config=(6, 12, 24, 16), k=32, scale=4, groups=1, num_classes=100,
+                 se=False):
         super().__init__()
         c = 2 * k
         feats = nn.Sequential()
         feats.add_module("conv0", conv(3, c, 3))
         for n, layers in enumerate(block_config):
-            feats.add_module(f"denseblock{n + 1}", DenseBlock(layers, c, k, scale, groups))
+            feats.add_module(f"denseblock{n + 1}", DenseBlock(layers, c, k, scale, groups, se))
             c += layers * k
             if n + 1 < len(block_config):
                 feats.add_module(f"transition{n + 1}", Transition(c, c // 2))

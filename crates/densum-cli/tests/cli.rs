@@ -144,6 +144,8 @@ fn predict_reproduces_pytorch_logits_on_the_fixtures() {
         "resrgsnet50",
         "tv_densenet_k8_2222",
         "timm_res2net50_w0125_2211",
+        "dense2net_k8_2222_c2_se",
+        "delugenet_w0125_222",
     ] {
         let file = fixtures().join(format!("{case}.safetensors"));
         let st_bytes = std::fs::read(&file).unwrap();

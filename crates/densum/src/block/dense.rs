@@ -20,13 +20,16 @@ use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 
 use super::res2::Res2Module;
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
-use crate::nn::{batch_norm, conv, relu};
+use crate::nn::{
+    Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm, conv, relu,
+};
 
 /// Channels of the bottleneck per unit of growth rate (DenseNet-B's 4k).
 pub const BN_SIZE: usize = 4;
 
 /// A dense layer. With `bottleneck` it has `norm2`/`conv2`; Dense2Net replaces the 3x3
-/// `conv2` (4k -> k) by `res2` (a Res2Net module on 4k channels) followed by the 1x1 `conv2`.
+/// `conv2` (4k -> k) by `res2` (a Res2Net module on 4k channels, optionally followed by SE or
+/// CBAM on those channels, as Res2Net puts SE on its module's output) and the 1x1 `conv2`.
 #[derive(Module, Debug)]
 pub struct DenseLayer {
     /// BN of the concatenated input.
@@ -37,6 +40,10 @@ pub struct DenseLayer {
     pub norm2: Option<BatchNorm>,
     /// Dense2Net's multi-scale module on 4k channels (BN-ReLU inside).
     pub res2: Option<Res2Module>,
+    /// Dense2Net's optional squeeze-and-excitation on the module's 4k channels.
+    pub se: Option<SqueezeExcite>,
+    /// Or CBAM there.
+    pub cbam: Option<Cbam>,
     /// conv3x3 4k -> k (DenseNet-B) or conv1x1 4k -> k (Dense2Net).
     pub conv2: Option<Conv2d>,
     /// Dropout on the new features (torchvision's `drop_rate`).
@@ -52,6 +59,11 @@ impl DenseLayer {
         let inner = BN_SIZE * k;
         let res2 = (bottleneck && cfg.scale > 1)
             .then(|| Res2Module::new(inner, cfg.scale, cfg.cardinality, 1, false, device));
+        // Attention only where the zoo allows it: on Dense2Net's multi-scale output.
+        let (se, cbam) = match res2 {
+            Some(_) => attention(cfg.attention, inner, device),
+            None => (None, None),
+        };
         DenseLayer {
             norm1: batch_norm(args.in_ch, false, device),
             conv1: if bottleneck {
@@ -65,6 +77,8 @@ impl DenseLayer {
                 conv(inner, k, kernel, 1, 1, device)
             }),
             res2,
+            se,
+            cbam,
             dropout: DropoutConfig::new(cfg.dropout).init(),
             memory_efficient: cfg.memory_efficient,
         }
@@ -83,7 +97,7 @@ impl DenseLayer {
             (Some(norm2), Some(conv2)) => {
                 let h = relu(norm2.forward(h));
                 let h = match &self.res2 {
-                    Some(r) => r.forward(h),
+                    Some(r) => apply_attention(&self.se, &self.cbam, r.forward(h)),
                     None => h,
                 };
                 conv2.forward(h)
@@ -115,7 +129,7 @@ impl DenseLayer {
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, mut c, h, w) = chain_macs(&[&self.conv1], h, w);
         if let Some(r) = &self.res2 {
-            m += r.macs(h, w);
+            m += r.macs(h, w) + attention_macs(&self.se, &self.cbam, c, h, w);
         }
         if let Some(conv2) = &self.conv2 {
             let (m2, c2, _, _) = chain_macs(&[conv2], h, w);

@@ -495,9 +495,9 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
         ));
     }
     let attention = o.attention.unwrap_or(arch.attention);
-    if attention != AttentionKind::None && block.is_preact() {
+    if attention != AttentionKind::None && block.is_preact() && !multi_scale_dense {
         return Err(bad(
-            "attention (SE, CBAM) is built for post-activation blocks only".into(),
+            "attention (SE, CBAM) is built for post-activation blocks and Dense2Net's multi-scale modules only".into(),
         ));
     }
     if o.block_dropout.is_some() && arch.block != BlockKind::PreActBasic && !dense {
@@ -632,6 +632,25 @@ mod tests {
             },
         );
         assert!(msg.contains("block_config"), "{msg}");
+        let msg = e(
+            "dense2net121",
+            ModelOptions {
+                scale: Some(3),
+                ..Default::default()
+            },
+        );
+        assert!(msg.contains("must divide"), "{msg}");
+        for s in [2, 4, 8] {
+            let spec = resolve(
+                "dense2net121",
+                &ModelOptions {
+                    scale: Some(s),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(spec.config.block.scale, s);
+        }
         // Valid edge values resolve.
         for c in [1.0, 0.01] {
             resolve(
