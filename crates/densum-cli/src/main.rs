@@ -94,6 +94,13 @@ enum Command {
         /// Print CSV.
         #[arg(long)]
         csv: bool,
+        /// Measure how cost grows: `depth=26,50,101` (the number in each model name),
+        /// `width=0.25,0.5,1` or `batch=16,32,64`. Prints CSV.
+        #[arg(long)]
+        sweep: Option<String>,
+        /// With --sweep: also draw time and peak memory against the swept value (PNG).
+        #[arg(long, requires = "sweep")]
+        plot: Option<PathBuf>,
     },
     /// Train a model (flags, a TOML config, a named recipe; or resume a run).
     Train(Box<train_cmd::TrainArgs>),
@@ -272,6 +279,8 @@ fn run(cli: Cli) -> Result<()> {
             iters,
             json,
             csv,
+            sweep,
+            plot,
         } => {
             let mode = match mode {
                 Mode::Train => BenchMode::Train,
@@ -284,7 +293,10 @@ fn run(cli: Cli) -> Result<()> {
                 iters,
                 mode,
             };
-            bench_cmd(&models, &args, &cfg, json, csv)
+            match sweep {
+                Some(sweep) => sweep_cmd(&models, &args, &cfg, &sweep, plot.as_deref()),
+                None => bench_cmd(&models, &args, &cfg, json, csv),
+            }
         }
     }
 }
@@ -620,4 +632,134 @@ fn bench_row(r: &BenchResult) -> Vec<(String, Option<f64>)> {
         ("infer_images_per_s".into(), i.map(|i| i.images_per_s)),
         ("infer_peak_mb".into(), mb(i.and_then(|i| i.peak_bytes))),
     ]
+}
+
+/// `densum bench --sweep`: one measurement per model and swept value, as CSV (and a chart).
+fn sweep_cmd(
+    models: &[String],
+    args: &ModelArgs,
+    cfg: &BenchConfig,
+    sweep: &str,
+    plot: Option<&Path>,
+) -> Result<()> {
+    let Some((kind, values)) = sweep.split_once('=') else {
+        bail!("--sweep {sweep}: expected KIND=V1,V2,... with KIND depth, width or batch");
+    };
+    let values: Vec<&str> = values.split(',').filter(|v| !v.is_empty()).collect();
+    if values.is_empty() || !["depth", "width", "batch"].contains(&kind) {
+        bail!("--sweep {sweep}: expected KIND=V1,V2,... with KIND depth, width or batch");
+    }
+    // Resolve every point first: a bad value fails before any measuring.
+    let mut points = Vec::new();
+    for model in models {
+        for v in &values {
+            let bad = || anyhow::anyhow!("--sweep {kind}: `{v}` is not a valid value");
+            let mut options = args.options()?;
+            let mut name = model.clone();
+            let mut c = *cfg;
+            match kind {
+                "depth" => {
+                    let digits: String = model
+                        .chars()
+                        .skip_while(|ch| !ch.is_ascii_digit())
+                        .take_while(|ch| ch.is_ascii_digit())
+                        .collect();
+                    if digits.is_empty() || v.parse::<usize>().is_err() {
+                        return Err(bad());
+                    }
+                    name = model.replacen(&digits, v, 1);
+                }
+                "width" => options.width = Some(v.parse().map_err(|_| bad())?),
+                _ => c.batch = v.parse().map_err(|_| bad())?,
+            }
+            let spec = zoo::resolve(&name, &options)?;
+            let x: f64 = v.parse().map_err(|_| bad())?;
+            points.push((model.clone(), x, spec, c));
+        }
+    }
+    let device = Device::default();
+    println!(
+        "model,series,{kind},params,macs,train_step_ms,train_peak_mb,infer_ms,infer_peak_mb,train_images_per_s"
+    );
+    let mut rows = Vec::new();
+    for (series, x, spec, c) in points {
+        let r = bench(&spec, &c, &device);
+        let t = r.train.as_ref();
+        let i = r.infer.as_ref();
+        let mb = |b: Option<usize>| b.map(|b| b as f64 / 1e6);
+        let row = (
+            series.clone(),
+            x,
+            t.map(|t| t.step_ms.median),
+            mb(t.and_then(|t| t.peak_bytes)),
+            i.map(|i| i.forward_ms.median),
+            mb(i.and_then(|i| i.peak_bytes)),
+        );
+        let show = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+        println!(
+            "{},{series},{x},{},{},{},{},{},{},{}",
+            r.model,
+            r.params,
+            r.macs,
+            show(row.2),
+            show(row.3),
+            show(row.4),
+            show(row.5),
+            show(t.map(|t| t.images_per_s))
+        );
+        rows.push(row);
+    }
+    if let Some(out) = plot {
+        use densum::measure::chart::{Line, Panel, draw};
+        let line = |series: &str,
+                    pick: &dyn Fn(
+            &(
+                String,
+                f64,
+                Option<f64>,
+                Option<f64>,
+                Option<f64>,
+                Option<f64>,
+            ),
+        ) -> Option<f64>| Line {
+            label: series.to_string(),
+            points: rows
+                .iter()
+                .filter(|r| r.0 == series)
+                .filter_map(|r| pick(r).map(|y| (r.1, y)))
+                .collect(),
+        };
+        let train = cfg.mode != BenchMode::Infer;
+        let panel = |title: &str,
+                     y: &str,
+                     pick: &dyn Fn(
+            &(
+                String,
+                f64,
+                Option<f64>,
+                Option<f64>,
+                Option<f64>,
+                Option<f64>,
+            ),
+        ) -> Option<f64>| Panel {
+            title: title.into(),
+            x_label: kind.into(),
+            y_label: y.into(),
+            lines: models.iter().map(|m| line(m, pick)).collect(),
+        };
+        let panels = if train {
+            vec![
+                panel("training step time", "ms", &|r| r.2),
+                panel("training peak memory", "MB", &|r| r.3),
+            ]
+        } else {
+            vec![
+                panel("inference time", "ms", &|r| r.4),
+                panel("inference peak memory", "MB", &|r| r.5),
+            ]
+        };
+        draw(&panels, out, 700, 520)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
 }

@@ -358,3 +358,37 @@ fn bench_reports_time_memory_and_ratios() {
     assert!(csv.starts_with("model,params,macs,"), "{csv}");
     assert!(fails(&["bench", "resnet20", "nosuchnet", "--iters", "1"]).contains("nosuchnet"));
 }
+
+#[test]
+fn bench_sweep_writes_csv_and_a_chart() {
+    let png = tmp("sweep.png");
+    let csv = ok(&[
+        "bench",
+        "resnet20",
+        "--dataset",
+        "cifar10",
+        "--sweep",
+        "width=0.25,0.5",
+        "--batch",
+        "2",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("model,series,width,params"), "{csv}");
+    assert_eq!(lines.len(), 3, "{csv}");
+    let params: Vec<u64> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        params[1] > 3 * params[0],
+        "width 0.5 should have about 4x the parameters: {params:?}"
+    );
+    assert!(image::open(&png).is_ok());
+    assert!(fails(&["bench", "resnet20", "--sweep", "depth=x"]).contains("depth"));
+}

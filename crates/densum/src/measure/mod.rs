@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod bench;
+pub mod chart;
 
 use serde::Serialize;
 

@@ -3,16 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
-
 use crate::error::{DensumError, Result};
-
-/// Picks one series of a run's curves.
-type Series = fn(&Curves) -> &Vec<(f64, f64)>;
-
-/// DejaVu Sans (see assets/fonts/DejaVu-LICENSE.txt), bundled so plots render anywhere.
-static FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
+use crate::measure::chart::{self, Line, Panel};
 
 /// One run's curves.
 #[derive(Clone, Debug, Default)]
@@ -79,84 +71,28 @@ pub fn read_curves(run: &Path) -> Result<Curves> {
     Ok(c)
 }
 
-fn plot_err(e: impl std::fmt::Display) -> DensumError {
-    DensumError::Config(format!("plot: {e}"))
-}
-
-/// Draws the runs' curves to a PNG at `out`.
+/// Draws the runs' curves to a PNG at `out`: training loss and validation top-1 error
+/// against iterations.
 pub fn plot(runs: &[PathBuf], out: &Path) -> Result<()> {
     let curves = runs
         .iter()
         .map(|r| read_curves(r))
         .collect::<Result<Vec<_>>>()?;
-    let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    let root = BitMapBackend::new(out, (1400, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let (left, right) = root.split_horizontally(700);
-    let max_it = curves
-        .iter()
-        .flat_map(|c| c.loss.iter().chain(&c.val_error).map(|p| p.0))
-        .fold(1.0, f64::max);
-    let panels: [(&DrawingArea<_, _>, &str, &str, Series); 2] = [
-        (&left, "training loss", "loss", |c| &c.loss),
-        (&right, "validation top-1 error", "error (%)", |c| {
-            &c.val_error
-        }),
+    let panel = |title: &str, y: &str, pick: fn(&Curves) -> &Vec<(f64, f64)>| Panel {
+        title: title.into(),
+        x_label: "iteration".into(),
+        y_label: y.into(),
+        lines: curves
+            .iter()
+            .map(|c| Line {
+                label: c.label.clone(),
+                points: pick(c).clone(),
+            })
+            .collect(),
+    };
+    let panels = [
+        panel("training loss", "loss", |c| &c.loss),
+        panel("validation top-1 error", "error (%)", |c| &c.val_error),
     ];
-    for (area, title, ylabel, series) in panels {
-        let ys: Vec<f64> = curves
-            .iter()
-            .flat_map(|c| series(c).iter().map(|p| p.1))
-            .collect();
-        let (lo, hi) = ys
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| {
-                (a.min(y), b.max(y))
-            });
-        let (lo, hi) = if lo.is_finite() {
-            (lo.min(0.0), hi * 1.05 + 1e-9)
-        } else {
-            (0.0, 1.0)
-        };
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..max_it, lo..hi)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc(ylabel)
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(plot_err)?;
-        for (i, c) in curves.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            let points = series(c).clone();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(c.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
-                });
-            if points.len() < 40 {
-                chart
-                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(plot_err)?;
-            }
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(plot_err)?;
-    }
-    root.present()
-        .map_err(|e| DensumError::Config(format!("plot {}: {e}", out.display())))?;
-    Ok(())
+    chart::draw(&panels, out, 700, 560)
 }
