@@ -30,7 +30,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 sys.path.insert(0, TOOLS)
 
-from reference.dense_families import CrossLayer, DelugeNet, Dense2Net  # noqa: E402
+from reference.dense_families import CrossLayer, DelugeNet, Dense2Net, ds_res2net  # noqa: E402
 from reference.models import ShortcutWeight, build, count_params  # noqa: E402
 from reference.selfcheck import check_counts  # noqa: E402
 from reference.tv import tv_resnet  # noqa: E402
@@ -116,6 +116,10 @@ CASES = [
           "cardinality": 2, "attention": "se"},
          factory=lambda: Dense2Net(block_config=(2, 2, 2, 2), k=8, scale=4, groups=2, num_classes=10,
                                    se=True)),
+    case("ds2res2net_w00625_2222", "ds2res2net50",
+         {"dataset": "cifar10", "width": 0.0625, "num_classes": 10, "block_config": [2, 2, 2, 2],
+          **DS_DEFAULT},
+         factory=lambda: ds_res2net(26, width=0.0625, num_classes=10)),
     case("delugenet_w0125_222", "delugenet146",
          {"dataset": "cifar10", "width": 0.125, "num_classes": 10, "block_config": [2, 2, 2]},
          factory=lambda: DelugeNet(layers=(2, 2, 2), c=16, num_classes=10), grad=True),

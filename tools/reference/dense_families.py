@@ -235,3 +235,49 @@ if __name__ == "__main__":
                     ("delugenet218", DelugeNet((24, 24, 24))),
                     ("wide_delugenet146", DelugeNet(c=232))]:
         print(f"{name:20s} {count_params(m):>12,}")
+
+
+# ----------------------------------------------------------------------------- DS2Res2Net
+def _res2_branch(self, x):
+    """timm's Bottle2neck branch (see crates/densum/src/block/res2.rs) on a reference block."""
+    a = F.relu(self.bn1(self.conv1(x)))
+    xs = torch.split(a, self.res2_width, 1)
+    out, prev = [], None
+    for i, (c, b) in enumerate(zip(self.convs, self.bns)):
+        inp = xs[i] if (prev is None or self.res2_first) else xs[i] + prev
+        prev = F.relu(b(c(inp)))
+        out.append(prev)
+    last = xs[-1]
+    if self.res2_first:
+        last = F.avg_pool2d(last, 3, stride=self.stride, padding=1, count_include_pad=True)
+    out.append(last)
+    return self.bn3(self.conv3(torch.cat(out, 1)))
+
+
+def ds_res2net(depth=26, *, width=1.0, num_classes=10, stem="cifar", base_width=26, scale=4,
+               ds_norm="gn", ds_weight="channel"):
+    """DSNet's dense shortcuts (tools/reference/models.py, variant b) on Res2Net bottlenecks:
+    every reference bottleneck's branch is rebuilt as timm's Bottle2neck branch (names
+    conv1, bn1, convs.{i}, bns.{i}, conv3, bn3); stage connectivity and shortcuts unchanged."""
+    import types
+
+    from reference.models import Net
+
+    net = Net(depth, width=width, num_classes=num_classes, stem=stem, connectivity="ds_b",
+              ds_norm=ds_norm, ds_weight=ds_weight)
+    for s in range(1, 5):
+        stage = getattr(net, f"layer{s}")
+        for b in range(stage.n):
+            blk = stage.block(b)
+            inplanes, planes = blk.conv1.in_channels, blk.conv3.out_channels // 4
+            w = int(planes * base_width / 64)
+            blk.conv1 = nn.Conv2d(inplanes, w * scale, 1, bias=False)
+            blk.bn1 = nn.BatchNorm2d(w * scale)
+            del blk.conv2, blk.bn2
+            blk.convs = nn.ModuleList(conv(w, w, 3, stride=blk.stride) for _ in range(scale - 1))
+            blk.bns = nn.ModuleList(nn.BatchNorm2d(w) for _ in range(scale - 1))
+            blk.conv3 = nn.Conv2d(w * scale, planes * 4, 1, bias=False)
+            blk.res2_width = w
+            blk.res2_first = blk.stride > 1 or blk.downsample is not None
+            blk.branch = types.MethodType(_res2_branch, blk)
+    return net
