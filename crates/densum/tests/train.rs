@@ -243,3 +243,67 @@ fn bad_configurations_fail_before_any_work() {
         .to_string();
     assert!(e.contains("resnet20"), "{e}");
 }
+
+#[test]
+fn a_failing_checkpoint_write_leaves_the_previous_one_intact() {
+    let dir = tmp("ckpt-fail");
+    let first = train::checkpoint::write(&dir, 4, |tmp| {
+        std::fs::write(tmp.join("state.json"), b"{}").map_err(|e| densum::DensumError::io(tmp, e))
+    })
+    .unwrap();
+    // A disk that fills up half-way through the next checkpoint.
+    let err = train::checkpoint::write(&dir, 8, |tmp| {
+        std::fs::write(tmp.join("model.safetensors"), b"partial").unwrap();
+        Err(densum::DensumError::io(
+            tmp.join("state.json"),
+            std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"),
+        ))
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("No space left"), "{err}");
+    let all = train::checkpoint::list(&dir);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].1, first);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "temporary folder left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
+    let _turn = serial();
+    let data = tmp("data4");
+    image_folder(&data, 4, 20);
+    let run = tmp("diverge");
+    // A learning rate so large that the first update overflows the weights.
+    let extra = toml::toml! {
+        epochs = 1
+        checkpoint_every = 1
+        optimizer = { lr = 1e38, momentum = 0.0, weight_decay = 0.0 }
+        schedule = { kind = "constant" }
+    };
+    let cfg = config(&data, &run, extra);
+    let e = train::train(
+        &cfg,
+        RunOptions {
+            resume: false,
+            quiet: true,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("the loss became") && e.contains("is intact"),
+        "{e}"
+    );
+    let ckpts = train::checkpoint::list(&run.join("checkpoints"));
+    assert_eq!(ckpts.first().map(|c| c.0), Some(1), "{ckpts:?}");
+    assert!(ckpts[0].1.join("model.safetensors").exists());
+}
