@@ -119,3 +119,49 @@ fn delugenets_land_within_5_percent_of_the_paper() {
     within("delugenet218", c10("delugenet218"), 10.0, 0.05);
     within("wide_delugenet146", c10("wide_delugenet146"), 20.2, 0.05);
 }
+
+#[test]
+fn densenet_options_compose_the_paper_variants() {
+    // DenseNet-BC without B and C, with the plain nets' 16-channel stem, is the plain net.
+    let plain_from_bc = params(
+        "densenet_bc100_k12",
+        ModelOptions {
+            bottleneck: Some(false),
+            compression: Some(1.0),
+            init_features: Some(16),
+            block_config: Some(vec![32, 32, 32]),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        plain_from_bc,
+        params("densenet100_k12", ModelOptions::default())
+    );
+    // The growth rate option reproduces the k = 24 variant.
+    let k24 = params(
+        "densenet100_k12",
+        ModelOptions {
+            growth_rate: Some(24),
+            ..Default::default()
+        },
+    );
+    assert_eq!(k24, params("densenet100_k24", ModelOptions::default()));
+    // Dropout reaches every dense layer.
+    let spec = zoo::resolve(
+        "densenet121",
+        &ModelOptions {
+            block_dropout: Some(0.2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let net = Net::new(&spec.config, &Device::default());
+    for stage in &net.layers {
+        for block in &stage.blocks {
+            match block {
+                densum::block::Block::DenseLayer(d) => assert_eq!(d.dropout.prob, 0.2),
+                _ => panic!("densenet121 holds dense layers only"),
+            }
+        }
+    }
+}

@@ -365,8 +365,18 @@ fn check_input_size(model: &str, cfg: &NetConfig, size: usize) -> Result<()> {
         s = (s - 1) / 2 + 1;
         s = (s - 1) / 2 + 1;
     }
-    for st in &cfg.stages {
-        s = (s - 1) / st.stride + 1;
+    for (i, st) in cfg.stages.iter().enumerate() {
+        let pooled = i > 0
+            && st.stride != 1
+            && cfg
+                .transition
+                .is_some_and(|t| t.kind == crate::connect::TransitionKind::DenseNet);
+        s = match s {
+            0 => 0,
+            // DenseNet's transition pools (floor); strided convolutions round up.
+            _ if pooled => s / st.stride,
+            _ => (s - 1) / st.stride + 1,
+        };
     }
     if size == 0 || s == 0 {
         return Err(DensumError::option(
@@ -632,6 +642,15 @@ mod tests {
             },
         );
         assert!(msg.contains("block_config"), "{msg}");
+        // 16 px: 4 after the stem, then 2 and 1, and DenseNet's last transition pools to 0.
+        let msg = e(
+            "densenet121",
+            ModelOptions {
+                input_size: Some(16),
+                ..Default::default()
+            },
+        );
+        assert!(msg.contains("leaves no pixels"), "{msg}");
         let msg = e(
             "dense2net121",
             ModelOptions {
