@@ -47,6 +47,13 @@ fn info_reports_the_spec_counts() {
     let v: serde_json::Value =
         serde_json::from_str(&ok(&["info", "densenet121", "--json"])).unwrap();
     assert_eq!(v["params"], 7_978_856);
+    // Convolution + linear MACs of torchvision's densenet121 and timm's res2net50_26w_4s,
+    // counted with forward hooks on the PyTorch modules at 224 px.
+    assert_eq!(v["macs"], 2_834_161_664u64);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "res2net50_26w_4s", "--json"])).unwrap();
+    assert_eq!(v["params"], 25_699_120);
+    assert_eq!(v["macs"], 4_255_166_464u64);
     let v: serde_json::Value = serde_json::from_str(&ok(&[
         "info",
         "densenet121",
