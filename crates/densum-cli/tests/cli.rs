@@ -399,3 +399,28 @@ fn bench_sweep_writes_csv_and_a_chart() {
     assert!(image::open(&png).is_ok());
     assert!(fails(&["bench", "resnet20", "--sweep", "depth=x"]).contains("depth"));
 }
+
+#[test]
+fn init_and_predict_work_for_the_concatenating_and_multi_scale_families() {
+    let img = fixtures().join("images/img0.png");
+    for model in ["densenet_bc100_k12", "dense2net121", "delugenet146"] {
+        let out = tmp(&format!("{model}.safetensors"));
+        ok(&["init", model, "--seed", "1", "--out", out.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_str(&ok(&[
+            "predict",
+            "--weights",
+            out.to_str().unwrap(),
+            "--format",
+            "json",
+            img.to_str().unwrap(),
+        ]))
+        .unwrap();
+        let logits = v[0]["logits"].as_array().unwrap();
+        let classes = if model == "dense2net121" { 100 } else { 10 };
+        assert_eq!(logits.len(), classes, "{model}");
+        assert!(
+            logits.iter().all(|x| x.as_f64().unwrap().is_finite()),
+            "{model}"
+        );
+    }
+}
