@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
 use crate::nn::{
     Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
-    batch_norm, conv, relu,
+    batch_norm, batch_norm_forward, conv, conv_forward,
 };
 
 /// Basic block, with optional SE/CBAM after the last BN. torchvision names.
@@ -56,8 +56,8 @@ impl BasicBlock {
             Some(p) => p.forward(x.clone()),
             None => x.clone(),
         };
-        let h = relu(self.bn1.forward(self.conv1.forward(x)));
-        let h = self.bn2.forward(self.conv2.forward(h));
+        let h = batch_norm_forward(&self.bn1, conv_forward(&self.conv1, x), true);
+        let h = batch_norm_forward(&self.bn2, conv_forward(&self.conv2, h), false);
         let h = apply_attention(&self.se, &self.cbam, h);
         BlockOut {
             branch: self.drop_path.forward(h),

@@ -21,7 +21,8 @@ use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 use super::res2::Res2Module;
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
 use crate::nn::{
-    Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm, conv, relu,
+    Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm, conv,
+    conv_forward, relu,
 };
 
 /// Channels of the bottleneck per unit of growth rate (DenseNet-B's 4k).
@@ -100,7 +101,7 @@ impl DenseLayer {
                     Some(r) => apply_attention(&self.se, &self.cbam, r.forward(h)),
                     None => h,
                 };
-                conv2.forward(h)
+                conv_forward(conv2, h)
             }
             _ => h,
         };
@@ -121,7 +122,7 @@ impl DenseLayer {
         let parts: Vec<Tensor<4>> = parts.into_iter().map(switch).collect();
         let norm1 = self.norm1.clone().map(&mut Switch(inner));
         let conv1 = self.conv1.clone().map(&mut Switch(inner));
-        let h = conv1.forward(relu(norm1.forward(Tensor::cat(parts, 1))));
+        let h = conv_forward(&conv1, relu(norm1.forward(Tensor::cat(parts, 1))));
         h.with_gradient_checkpointing_strategy(outer)
     }
 

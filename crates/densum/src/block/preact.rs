@@ -9,7 +9,7 @@ use burn::nn::{BatchNorm, Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
-use crate::nn::{DropPath, Projection, batch_norm, conv, relu};
+use crate::nn::{DropPath, Projection, batch_norm, conv, conv_forward, relu};
 
 /// Pre-activation basic block: BN-ReLU-conv3x3-BN-ReLU-[dropout]-conv3x3.
 #[derive(Module, Debug)]
@@ -53,9 +53,9 @@ impl PreActBasic {
             Some(p) => p.forward(a.clone()),
             None => x,
         };
-        let h = self.conv1.forward(a);
+        let h = conv_forward(&self.conv1, a);
         let h = self.dropout.forward(relu(self.bn2.forward(h)));
-        let h = self.conv2.forward(h);
+        let h = conv_forward(&self.conv2, h);
         BlockOut {
             branch: self.drop_path.forward(h),
             shortcut,
@@ -118,9 +118,9 @@ impl PreActBottleneck {
             Some(p) => p.forward(a.clone()),
             None => x,
         };
-        let h = self.conv1.forward(a);
-        let h = self.conv2.forward(relu(self.bn2.forward(h)));
-        let h = self.conv3.forward(relu(self.bn3.forward(h)));
+        let h = conv_forward(&self.conv1, a);
+        let h = conv_forward(&self.conv2, relu(self.bn2.forward(h)));
+        let h = conv_forward(&self.conv3, relu(self.bn3.forward(h)));
         BlockOut {
             branch: self.drop_path.forward(h),
             shortcut,

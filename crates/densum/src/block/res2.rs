@@ -21,7 +21,7 @@ use burn::tensor::{Device, Tensor};
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs, conv_macs};
 use crate::nn::{
     Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
-    batch_norm, conv, relu,
+    batch_norm, conv, conv_forward, relu,
 };
 
 /// The hierarchical split-convolution of Res2Net on `scale · width` channels.
@@ -79,7 +79,7 @@ impl Res2Module {
                 (Some(p), None) => groups[i].clone() + p.clone(),
                 _ => groups[i].clone(),
             };
-            let y = relu(bn.forward(conv.forward(input)));
+            let y = relu(bn.forward(conv_forward(conv, input)));
             prev = Some(y.clone());
             outs.push(y);
         }
@@ -154,8 +154,10 @@ impl Res2Bottleneck {
             Some(p) => p.forward(x.clone()),
             None => x.clone(),
         };
-        let a = relu(self.bn1.forward(self.conv1.forward(x)));
-        let h = self.bn3.forward(self.conv3.forward(self.res2.forward(a)));
+        let a = relu(self.bn1.forward(conv_forward(&self.conv1, x)));
+        let h = self
+            .bn3
+            .forward(conv_forward(&self.conv3, self.res2.forward(a)));
         let h = apply_attention(&self.se, &self.cbam, h);
         BlockOut {
             branch: self.drop_path.forward(h),

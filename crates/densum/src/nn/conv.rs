@@ -5,6 +5,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
+use crate::nn::fast_conv::conv_forward;
+use crate::nn::fast_norm::batch_norm_forward;
+
 /// A bias-free convolution with "same"-style padding `k / 2`, Kaiming-normal initialised
 /// (fan_out, ReLU gain) as torchvision's ResNet does.
 pub fn conv(
@@ -69,9 +72,9 @@ impl Projection {
 
     /// Applies the projection.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = conv_forward(&self.conv, x);
         match &self.bn {
-            Some(bn) => bn.forward(x),
+            Some(bn) => batch_norm_forward(bn, x, false),
             None => x,
         }
     }

@@ -1,0 +1,156 @@
+//! Per-operation timing of one ResNet-50 (0.25x width, CIFAR, batch 64) training step on the
+//! default (Flex) device: every convolution shape of the network, forward, input gradient and
+//! weight gradient separately, plus batch norm, ReLU and residual adds, each through Burn's
+//! generic operation and through densum's Flex fast path (same run, so the ratio is fair on a
+//! shared machine). Used to write docs/results/profile.md; `tools/op_profile.py` times the same
+//! convolution shapes in PyTorch.
+//!
+//! `cargo run --release -p densum --example op_profile [-- --batch 64 --reps 3]`
+
+use std::time::Instant;
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use densum::nn::{batch_norm_forward, conv2d_fast};
+
+/// (in channels, out channels, kernel, stride, input side, occurrences per forward pass).
+const CONVS: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (3, 16, 3, 1, 32, 1),
+    (16, 16, 1, 1, 32, 1),
+    (64, 16, 1, 1, 32, 2),
+    (16, 16, 3, 1, 32, 3),
+    (16, 64, 1, 1, 32, 4),
+    (64, 32, 1, 1, 32, 1),
+    (32, 32, 3, 2, 32, 1),
+    (64, 128, 1, 2, 32, 1),
+    (128, 32, 1, 1, 16, 3),
+    (32, 32, 3, 1, 16, 3),
+    (32, 128, 1, 1, 16, 4),
+    (128, 64, 1, 1, 16, 1),
+    (64, 64, 3, 2, 16, 1),
+    (128, 256, 1, 2, 16, 1),
+    (256, 64, 1, 1, 8, 5),
+    (64, 64, 3, 1, 8, 5),
+    (64, 256, 1, 1, 8, 6),
+    (256, 128, 1, 1, 8, 1),
+    (128, 128, 3, 2, 8, 1),
+    (256, 512, 1, 2, 8, 1),
+    (512, 128, 1, 1, 4, 2),
+    (128, 128, 3, 1, 4, 2),
+    (128, 512, 1, 1, 4, 3),
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median milliseconds of `f` over `reps` runs after one warm-up.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let batch = arg("--batch", 64);
+    let reps = arg("--reps", 3);
+    let dev = Device::default();
+    let ad = dev.clone().autodiff();
+    let rnd = |shape: [usize; 4], d: &Device| {
+        Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), d)
+    };
+    println!("cin cout k s hw n | fwd_ms | xgrad_ms generic fast | wgrad_ms generic fast");
+    let mut tot = [0.0f64; 5];
+    for &(ci, co, k, s, hw, n) in CONVS {
+        let opts = ConvOptions::new([s, s], [k / 2, k / 2], [1, 1], 1);
+        let x = rnd([batch, ci, hw, hw], &dev);
+        let w = rnd([co, ci, k, k], &dev);
+        let fwd = time(reps, || {
+            let _ = conv2d(x.clone(), w.clone(), None, opts.clone()).into_data();
+        });
+        // Forward + backward with one of input / weight requiring a gradient, minus the
+        // forward: the time of that gradient alone.
+        let grad_time = |fast: bool, of_input: bool| {
+            let xa = rnd([batch, ci, hw, hw], &ad);
+            let wa = rnd([co, ci, k, k], &ad);
+            let (xa, wa) = if of_input {
+                (xa.require_grad(), wa)
+            } else {
+                (xa, wa.require_grad())
+            };
+            let t = time(reps, || {
+                let y = if fast {
+                    conv2d_fast(xa.clone(), wa.clone(), opts.clone())
+                } else {
+                    conv2d(xa.clone(), wa.clone(), None, opts.clone())
+                };
+                let g = y.sum().backward();
+                let p = if of_input { &xa } else { &wa };
+                let _ = p.grad(&g).map(|t| t.into_data());
+            });
+            (t - fwd).max(0.0)
+        };
+        let row = [
+            fwd,
+            grad_time(false, true),
+            grad_time(true, true),
+            grad_time(false, false),
+            grad_time(true, false),
+        ];
+        println!(
+            "{ci} {co} {k} {s} {hw} {n} | {:.2} | {:.2} {:.2} | {:.2} {:.2}",
+            row[0], row[1], row[2], row[3], row[4]
+        );
+        for (t, r) in tot.iter_mut().zip(row) {
+            *t += r * n as f64;
+        }
+    }
+    println!(
+        "TOTAL conv per step (ms): fwd {:.1} | xgrad generic {:.1} fast {:.1} | wgrad generic {:.1} fast {:.1}",
+        tot[0], tot[1], tot[2], tot[3], tot[4]
+    );
+
+    // Batch norm (train) + ReLU, forward + backward, on the largest activation; generic
+    // (BatchNorm::forward then relu) and fused; plus an add for scale.
+    let shape = [batch, 64, 32, 32];
+    let bn = burn::nn::BatchNormConfig::new(64).init(&ad);
+    let xa = rnd(shape, &ad).require_grad();
+    let bn_relu = |fused: bool| {
+        time(reps, || {
+            let y = if fused {
+                batch_norm_forward(&bn, xa.clone(), true)
+            } else {
+                burn::tensor::activation::relu(bn.forward(xa.clone()))
+            };
+            let g = y.sum().backward();
+            let _ = xa.grad(&g).map(|t| t.into_data());
+        })
+    };
+    let (generic, fused) = (bn_relu(false), bn_relu(true));
+    let x0 = rnd(shape, &dev);
+    let x1 = rnd(shape, &dev);
+    let add = time(reps, || {
+        let _ = (x0.clone() + x1.clone()).into_data();
+    });
+    println!(
+        "{shape:?}: BN(train)+ReLU fwd+bwd generic {generic:.2} ms, fused {fused:.2} ms; add {add:.2} ms"
+    );
+}

@@ -1,0 +1,190 @@
+//! The Flex fast paths give the same values as Burn's generic operations: forward outputs and
+//! gradients of input and weight agree to a relative error of 1e-4.
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use densum::nn::conv2d_fast;
+use densum::nn::fast_conv::fast_conv_applies;
+
+/// max |a - b| / max(max |b|, tiny): a relative error over the whole tensor.
+fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
+    (a - b).abs().max().into_scalar::<f32>() / scale
+}
+
+/// Output, input gradient and weight gradient of `conv` on the autodiff Flex device, with an
+/// output gradient that is not all ones (so every position is weighted differently).
+fn run(
+    conv: impl Fn(Tensor<4>, Tensor<4>, ConvOptions<2>) -> Tensor<4>,
+    x: &Tensor<4>,
+    w: &Tensor<4>,
+    dy: &Tensor<4>,
+    options: &ConvOptions<2>,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    let xa = x.clone().require_grad();
+    let wa = w.clone().require_grad();
+    let y = conv(xa.clone(), wa.clone(), options.clone());
+    let grads = (y.clone() * dy.clone()).sum().backward();
+    let dx = xa.grad(&grads).expect("input gradient");
+    let dw = wa.grad(&grads).expect("weight gradient");
+    (y.inner(), dx, dw)
+}
+
+fn check(n: usize, c: usize, o: usize, hw: [usize; 2], k: usize, stride: usize, pad: usize) {
+    check_options(
+        n,
+        c,
+        o,
+        hw,
+        k,
+        ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+    );
+}
+
+fn check_options(n: usize, c: usize, o: usize, hw: [usize; 2], k: usize, options: ConvOptions<2>) {
+    let device = Device::flex().autodiff();
+    assert!(
+        fast_conv_applies(&device),
+        "the comparison must exercise the fast path"
+    );
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<4>::random([n, c, hw[0], hw[1]], normal, &device);
+    let w = Tensor::<4>::random([o, c / options.groups, k, k], normal, &device);
+    let probe = conv2d(x.clone(), w.clone(), None, options.clone());
+    let dy = Tensor::<4>::random(probe.dims(), normal, &device);
+    let (y0, dx0, dw0) = run(|x, w, o| conv2d(x, w, None, o), &x, &w, &dy, &options);
+    let (y1, dx1, dw1) = run(conv2d_fast, &x, &w, &dy, &options);
+    let case = format!("n{n} c{c} o{o} {hw:?} k{k} {options:?}");
+    assert_eq!(y1.dims(), y0.dims(), "{case}");
+    assert_eq!(dx1.dims(), dx0.dims(), "{case}");
+    assert_eq!(dw1.dims(), dw0.dims(), "{case}");
+    assert!(rel_err(y1, y0) <= 1e-4, "output differs: {case}");
+    assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient differs: {case}");
+    assert!(rel_err(dw1, dw0) <= 1e-4, "weight gradient differs: {case}");
+}
+
+#[test]
+fn pointwise_convolutions_match_generic() {
+    check(3, 8, 12, [6, 5], 1, 1, 0);
+    check(2, 5, 7, [7, 7], 1, 2, 0); // ResNet's strided projection (odd size)
+}
+
+#[test]
+fn spatial_convolutions_match_generic() {
+    check(3, 4, 6, [8, 8], 3, 1, 1);
+    check(2, 4, 6, [9, 7], 3, 2, 1); // stride 2, odd and non-square
+    check(2, 3, 5, [11, 11], 7, 2, 3); // ImageNet stem
+    check(2, 3, 4, [6, 6], 3, 1, 0); // no padding
+    check(1, 2, 3, [3, 3], 5, 1, 2); // kernel larger than the map's interior
+}
+
+#[test]
+fn unsupported_cases_fall_back_to_generic() {
+    // Grouped and dilated convolutions take Burn's path inside the extension.
+    check_options(
+        2,
+        8,
+        8,
+        [6, 6],
+        3,
+        ConvOptions::new([1, 1], [1, 1], [1, 1], 4),
+    );
+    check_options(
+        2,
+        4,
+        4,
+        [8, 8],
+        3,
+        ConvOptions::new([1, 1], [2, 2], [2, 2], 1),
+    );
+}
+
+#[test]
+fn inference_device_matches_generic() {
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<4>::random([2, 4, 8, 8], normal, &device);
+    let w = Tensor::<4>::random([6, 4, 3, 3], normal, &device);
+    let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+    let a = conv2d_fast(x.clone(), w.clone(), options.clone());
+    let b = conv2d(x, w, None, options);
+    assert!(rel_err(a, b) <= 1e-5);
+}
+
+/// Fused batch norm (+ ReLU) against `BatchNorm::forward` (+ `relu`): output, gradients of
+/// input, γ and β, and the running statistics it leaves behind.
+fn check_norm(relu: bool) {
+    use burn::module::{Module, Param};
+    use burn::nn::BatchNormConfig;
+    use densum::nn::batch_norm_forward;
+
+    let device = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let c = 5;
+    let base = BatchNormConfig::new(c).init(&device);
+    // Non-trivial γ, β so that their gradients and the ReLU mask are exercised.
+    let bn = burn::nn::BatchNorm {
+        gamma: Param::from_tensor(Tensor::random([c], normal, &device)),
+        beta: Param::from_tensor(Tensor::random([c], normal, &device)),
+        ..base
+    };
+    let x = Tensor::<4>::random([3, c, 5, 4], Distribution::Normal(0.5, 2.0), &device);
+    let dy = Tensor::<4>::random([3, c, 5, 4], normal, &device);
+    assert!(
+        densum::nn::fast_norm::fast_norm_applies(&x),
+        "must exercise the fused path"
+    );
+    let run = |fused: bool| {
+        let bn = bn.clone().train();
+        let xa = x.clone().require_grad();
+        let y = if fused {
+            batch_norm_forward(&bn, xa.clone(), relu)
+        } else {
+            let y = bn.forward(xa.clone());
+            if relu {
+                burn::tensor::activation::relu(y)
+            } else {
+                y
+            }
+        };
+        let grads = (y.clone() * dy.clone()).sum().backward();
+        let dx = xa.grad(&grads).unwrap();
+        let dg = bn.gamma.val().grad(&grads).unwrap();
+        let db = bn.beta.val().grad(&grads).unwrap();
+        let rm = bn.running_mean.value();
+        let rv = bn.running_var.value();
+        (y.inner(), dx, dg, db, rm.inner(), rv.inner(), bn)
+    };
+    let (y0, dx0, dg0, db0, rm0, rv0, bn0) = run(false);
+    let (y1, dx1, dg1, db1, rm1, rv1, bn1) = run(true);
+    assert!(rel_err(y1, y0) <= 1e-4, "output, relu={relu}");
+    assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient, relu={relu}");
+    assert!(rel_err(dg1, dg0) <= 1e-4, "gamma gradient, relu={relu}");
+    assert!(rel_err(db1, db0) <= 1e-4, "beta gradient, relu={relu}");
+    assert!(rel_err(rm1, rm0) <= 1e-5, "running mean, relu={relu}");
+    assert!(rel_err(rv1, rv0) <= 1e-5, "running variance, relu={relu}");
+
+    // Inference (no autodiff) with the running statistics the training step produced.
+    let inf = Device::flex();
+    let xi = Tensor::<4>::random([2, c, 3, 3], normal, &inf);
+    let (bn0, bn1) = (bn0.valid(), bn1.valid());
+    let y0 = bn0.forward(xi.clone());
+    let y0 = if relu {
+        burn::tensor::activation::relu(y0)
+    } else {
+        y0
+    };
+    let y1 = batch_norm_forward(&bn1, xi, relu);
+    assert!(rel_err(y1, y0) <= 1e-5, "inference output, relu={relu}");
+}
+
+#[test]
+fn fused_batch_norm_matches_generic() {
+    check_norm(false);
+}
+
+#[test]
+fn fused_batch_norm_relu_matches_generic() {
+    check_norm(true);
+}
