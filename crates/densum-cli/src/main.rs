@@ -634,6 +634,17 @@ fn bench_row(r: &BenchResult) -> Vec<(String, Option<f64>)> {
     ]
 }
 
+/// One measured point of a sweep: series (model as given), swept value, training step ms,
+/// training peak MB, inference ms, inference peak MB.
+struct SweepRow {
+    series: String,
+    x: f64,
+    train_ms: Option<f64>,
+    train_mb: Option<f64>,
+    infer_ms: Option<f64>,
+    infer_mb: Option<f64>,
+}
+
 /// `densum bench --sweep`: one measurement per model and swept value, as CSV (and a chart).
 fn sweep_cmd(
     models: &[String],
@@ -687,61 +698,40 @@ fn sweep_cmd(
         let t = r.train.as_ref();
         let i = r.infer.as_ref();
         let mb = |b: Option<usize>| b.map(|b| b as f64 / 1e6);
-        let row = (
-            series.clone(),
+        let row = SweepRow {
+            series: series.clone(),
             x,
-            t.map(|t| t.step_ms.median),
-            mb(t.and_then(|t| t.peak_bytes)),
-            i.map(|i| i.forward_ms.median),
-            mb(i.and_then(|i| i.peak_bytes)),
-        );
+            train_ms: t.map(|t| t.step_ms.median),
+            train_mb: mb(t.and_then(|t| t.peak_bytes)),
+            infer_ms: i.map(|i| i.forward_ms.median),
+            infer_mb: mb(i.and_then(|i| i.peak_bytes)),
+        };
         let show = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
         println!(
             "{},{series},{x},{},{},{},{},{},{},{}",
             r.model,
             r.params,
             r.macs,
-            show(row.2),
-            show(row.3),
-            show(row.4),
-            show(row.5),
+            show(row.train_ms),
+            show(row.train_mb),
+            show(row.infer_ms),
+            show(row.infer_mb),
             show(t.map(|t| t.images_per_s))
         );
         rows.push(row);
     }
     if let Some(out) = plot {
         use densum::measure::chart::{Line, Panel, draw};
-        let line = |series: &str,
-                    pick: &dyn Fn(
-            &(
-                String,
-                f64,
-                Option<f64>,
-                Option<f64>,
-                Option<f64>,
-                Option<f64>,
-            ),
-        ) -> Option<f64>| Line {
+        let line = |series: &str, pick: &dyn Fn(&SweepRow) -> Option<f64>| Line {
             label: series.to_string(),
             points: rows
                 .iter()
-                .filter(|r| r.0 == series)
-                .filter_map(|r| pick(r).map(|y| (r.1, y)))
+                .filter(|r| r.series == series)
+                .filter_map(|r| pick(r).map(|y| (r.x, y)))
                 .collect(),
         };
         let train = cfg.mode != BenchMode::Infer;
-        let panel = |title: &str,
-                     y: &str,
-                     pick: &dyn Fn(
-            &(
-                String,
-                f64,
-                Option<f64>,
-                Option<f64>,
-                Option<f64>,
-                Option<f64>,
-            ),
-        ) -> Option<f64>| Panel {
+        let panel = |title: &str, y: &str, pick: &dyn Fn(&SweepRow) -> Option<f64>| Panel {
             title: title.into(),
             x_label: kind.into(),
             y_label: y.into(),
@@ -749,13 +739,13 @@ fn sweep_cmd(
         };
         let panels = if train {
             vec![
-                panel("training step time", "ms", &|r| r.2),
-                panel("training peak memory", "MB", &|r| r.3),
+                panel("training step time", "ms", &|r| r.train_ms),
+                panel("training peak memory", "MB", &|r| r.train_mb),
             ]
         } else {
             vec![
-                panel("inference time", "ms", &|r| r.4),
-                panel("inference peak memory", "MB", &|r| r.5),
+                panel("inference time", "ms", &|r| r.infer_ms),
+                panel("inference peak memory", "MB", &|r| r.infer_mb),
             ]
         };
         draw(&panels, out, 700, 520)?;
