@@ -5,7 +5,7 @@ Prints the same table (forward, input gradient, weight gradient per call, and to
 by how often each shape occurs in a ResNet-50 0.25x CIFAR training step) so the two can be put
 side by side:
 
-    .venv/bin/python tools/op_profile.py --batch 64 --reps 3
+    .venv/bin/python tools/op_profile.py --batch 64 --reps 3 [--threads 1]
 
 Gradients are timed with torch.nn.grad.conv2d_input / conv2d_weight, which call the same
 kernels autograd uses.
@@ -47,8 +47,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     a = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads)
     print("cin cout k s hw n | fwd_ms xgrad_ms wgrad_ms (per call)")
     tf = tx = tw = 0.0
     with torch.no_grad():

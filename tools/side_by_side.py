@@ -7,8 +7,8 @@ ratios of throughput for training and inference. Ratios > 1 mean densum is faste
 
     .venv/bin/python tools/side_by_side.py resnet50 dsnet50 --dataset cifar100 --width 0.25 --batch 64
 
-Both sides use every core (torch.set_num_threads(os.cpu_count()); Burn's Flex backend uses
-rayon's default pool), random inputs, SGD with momentum 0.9 for the training step.
+Both sides use every core by default (torch.set_num_threads and RAYON_NUM_THREADS, both set
+from --threads), random inputs, SGD with momentum 0.9 for the training step.
 """
 
 from __future__ import annotations
@@ -78,12 +78,17 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--densum", default=str(ROOT / "target" / "release" / "densum"),
                     help="the densum binary (build it with cargo build --release)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads for both sides (torch.set_num_threads, RAYON_NUM_THREADS); on a "
+                         "machine shared with other jobs, 1 keeps PyTorch's OpenMP threads from "
+                         "spinning against the load")
     args = ap.parse_args()
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     cmd = [args.densum, "bench", *args.models, "--dataset", args.dataset, "--width", str(args.width),
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--iters", str(args.iters), "--json"]
-    ours = {r["model"]: r for r in json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)}
+    ours = {r["model"]: r for r in json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)}
     size = 224 if args.dataset == "imagenet" else 32
     print(f"{args.dataset}, width {args.width}, batch {args.batch}, {args.warmup}+{args.iters} iterations, "
           f"{torch.get_num_threads()} threads; images/s")

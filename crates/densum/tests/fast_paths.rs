@@ -188,3 +188,40 @@ fn fused_batch_norm_matches_generic() {
 fn fused_batch_norm_relu_matches_generic() {
     check_norm(true);
 }
+
+#[test]
+fn fused_group_norm_matches_generic() {
+    use burn::nn::GroupNormConfig;
+    use densum::nn::group_norm_forward;
+
+    let device = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    // GroupNorm, LayerNorm (one group) and InstanceNorm (a group per channel), no affine.
+    for groups in [3, 1, 6] {
+        let gn = GroupNormConfig::new(groups, 6)
+            .with_affine(false)
+            .init(&device);
+        let x = Tensor::<4>::random([2, 6, 5, 3], Distribution::Normal(1.0, 3.0), &device);
+        let dy = Tensor::<4>::random([2, 6, 5, 3], normal, &device);
+        assert!(densum::nn::fast_norm::fast_norm_applies(&x));
+        let run = |fused: bool| {
+            let xa = x.clone().require_grad();
+            let y = if fused {
+                group_norm_forward(&gn, xa.clone())
+            } else {
+                gn.forward(xa.clone())
+            };
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            (y.inner(), xa.grad(&grads).unwrap())
+        };
+        let (y0, dx0) = run(false);
+        let (y1, dx1) = run(true);
+        assert!(rel_err(y1, y0) <= 1e-4, "output, groups={groups}");
+        assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient, groups={groups}");
+    }
+    // Inference device.
+    let inf = Device::flex();
+    let gn = GroupNormConfig::new(2, 4).with_affine(false).init(&inf);
+    let x = Tensor::<4>::random([2, 4, 3, 3], normal, &inf);
+    assert!(rel_err(group_norm_forward(&gn, x.clone()), gn.forward(x)) <= 1e-5);
+}

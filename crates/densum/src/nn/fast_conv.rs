@@ -435,10 +435,18 @@ impl<B: FastConvBackend, C: CheckpointStrategy> FastConvBackend for Autodiff<B, 
     }
 }
 
+/// Whether the Flex fast paths are on: always, unless the environment sets
+/// `DENSUM_FAST_PATHS=0`, which lets a benchmark time the generic path with the same binary
+/// (fast vs generic in one run, on a machine whose load changes between runs).
+pub fn fast_paths_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DENSUM_FAST_PATHS").map_or(true, |v| v != "0"))
+}
+
 /// Whether [`conv2d_fast`] takes the extension on `device`: Flex, with or without autodiff
-/// (the only backend the extension is implemented for).
+/// (the only backend the extension is implemented for), and fast paths enabled.
 pub fn fast_conv_applies(device: &Device) -> bool {
-    device.clone().inner() == Device::flex()
+    fast_paths_enabled() && device.clone().inner() == Device::flex()
 }
 
 /// Bias-free convolution through the fast-gradient operation (Flex) or Burn's generic one.

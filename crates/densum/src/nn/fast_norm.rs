@@ -12,6 +12,9 @@
 //! - backward: one reduction pass (`Σg`, `Σg·x̂`, where `g` is the output gradient masked by
 //!   `y > 0` when fused with ReLU), one elementwise pass for `dx`.
 //!
+//! Parameter-free GroupNorm (DSNet's shortcut normalisation) is fused the same way: one pass
+//! for statistics and output, one for the backward (`x̂` is the output itself).
+//!
 //! Mechanism: Burn's backend extension, implemented for `Flex` and `Autodiff<Flex, C>` (whose
 //! backward is the fused kernel). Running statistics are updated exactly as Burn's
 //! `BatchNorm::forward` does (momentum, biased variance). Other backends and dtypes use
@@ -25,10 +28,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::fast_conv::values;
+use super::fast_conv::{fast_conv_applies, values};
 
 /// Fused batch-norm operations.
 #[backend_extension(Flex, Autodiff)]
@@ -48,6 +51,34 @@ pub trait FastNormBackend: Backend {
         epsilon: f64,
         relu: bool,
     ) -> FloatTensor<Self>;
+
+    /// GroupNorm without affine parameters: `(x − μ_g) / sqrt(σ²_g + ε)` per image and group
+    /// of `C / groups` channels (DSNet's shortcut normalisation).
+    fn group_norm_free(x: FloatTensor<Self>, groups: usize, epsilon: f64) -> FloatTensor<Self>;
+}
+
+/// `Σ f(aᵢ, bᵢ)` in eight independent f32 lanes over fixed-size chunks, so the compiler can
+/// vectorise the loop (one running sum is a serial dependency chain, and indexing through a
+/// closure keeps bounds checks in it), returned as f64 for the cross-plane accumulation.
+/// Planes are at most a few thousand values, well within f32's precision per lane.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        let x: &[f32; 8] = x.try_into().expect("chunk of 8");
+        let y: &[f32; 8] = y.try_into().expect("chunk of 8");
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
 /// `[N, C, spatial]` of a tensor of rank ≥ 2.
@@ -61,13 +92,11 @@ fn stats_kernel(x: &[f32], (n, c, s): (usize, usize, usize)) -> Vec<f32> {
         .into_par_iter()
         .map(|ci| {
             let planes = || (0..n).map(move |ni| &x[(ni * c + ci) * s..][..s]);
-            // f64 accumulation: long sums of f32 lose digits, Burn's result is the reference.
-            let sum: f64 = planes()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
+            let sum: f64 = planes().map(|p| lane_sum(p, p, |v, _| v)).sum();
             let mean = sum / count;
+            let m = mean as f32;
             let sq: f64 = planes()
-                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .map(|p| lane_sum(p, p, |v, _| (v - m) * (v - m)))
                 .sum();
             (mean as f32, (sq / count) as f32)
         })
@@ -122,14 +151,25 @@ fn backward_kernel(
     x: &[f32],
     gamma: &[f32],
     stats: &[f32],
-    out: &[f32],
+    out: Option<&[f32]>,
     dy: &[f32],
     epsilon: f64,
     relu: bool,
     (n, c, s): (usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let inv = inv_std(stats, c, epsilon);
-    let masked = |o: f32, g: f32| if relu && o <= 0.0 { 0.0 } else { g };
+    // dx starts as the output gradient masked by the ReLU (`out` is only kept when fused
+    // with one); the reduction and the final pass then read two arrays, not three.
+    let mut dx = dy.to_vec();
+    if let Some(o) = out.filter(|_| relu) {
+        dx.par_chunks_mut(s.max(1))
+            .zip(o.par_chunks(s.max(1)))
+            .for_each(|(d, o)| {
+                d.iter_mut()
+                    .zip(o)
+                    .for_each(|(d, &o)| *d = if o > 0.0 { *d } else { 0.0 })
+            });
+    }
     // Σg and Σg·x̂ per channel.
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
@@ -138,38 +178,70 @@ fn backward_kernel(
             let (mut sg, mut sgx) = (0f64, 0f64);
             for ni in 0..n {
                 let off = (ni * c + ci) * s;
-                let (mut a, mut b) = (0f32, 0f32);
-                for i in off..off + s {
-                    let g = masked(out[i], dy[i]);
-                    a += g;
-                    b += g * (x[i] - mean) * is;
-                }
-                sg += a as f64;
-                sgx += b as f64;
+                let (g, xs) = (&dx[off..off + s], &x[off..off + s]);
+                sg += lane_sum(g, g, |g, _| g);
+                sgx += lane_sum(g, xs, |g, v| g * (v - mean) * is);
             }
             (sg, sgx)
         })
         .collect();
     let count = (n * s).max(1) as f64;
-    let mut dx = vec![0.0f32; n * c * s];
     dx.par_chunks_mut(s.max(1))
+        .zip(x.par_chunks(s.max(1)))
         .enumerate()
-        .for_each(|(plane, d)| {
+        .for_each(|(plane, (d, xs))| {
             let ci = plane % c;
             let (mean, is) = (stats[ci], inv[ci]);
             let k = gamma[ci] * is;
             let mg = (sums[ci].0 / count) as f32;
             let mgx = (sums[ci].1 / count) as f32;
-            let off = plane * s;
-            for (j, d) in d.iter_mut().enumerate() {
-                let i = off + j;
-                let g = masked(out[i], dy[i]);
-                *d = k * (g - mg - (x[i] - mean) * is * mgx);
-            }
+            d.iter_mut()
+                .zip(xs)
+                .for_each(|(d, &v)| *d = k * (*d - mg - (v - mean) * is * mgx));
         });
     let dgamma = sums.iter().map(|p| p.1 as f32).collect();
     let dbeta = sums.iter().map(|p| p.0 as f32).collect();
     (dx, dgamma, dbeta)
+}
+
+/// Parameter-free group norm: output and the inverse deviation of each (image, group) block
+/// (the backward pass needs nothing else, since the output is x̂ itself).
+fn group_norm_kernel(x: &[f32], blocks: usize, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    let len = x.len() / blocks.max(1);
+    let mut out = vec![0.0f32; x.len()];
+    let inv: Vec<f32> = out
+        .par_chunks_mut(len.max(1))
+        .zip(x.par_chunks(len.max(1)))
+        .map(|(o, xs)| {
+            let n = len.max(1) as f64;
+            let mean = lane_sum(xs, xs, |v, _| v) / n;
+            let m = mean as f32;
+            let var = lane_sum(xs, xs, |v, _| (v - m) * (v - m)) / n;
+            let inv = 1.0 / (var + epsilon).sqrt();
+            let (m, k) = (mean as f32, inv as f32);
+            o.iter_mut().zip(xs).for_each(|(o, &v)| *o = (v - m) * k);
+            k
+        })
+        .collect();
+    (out, inv)
+}
+
+/// `dx = σ⁻¹ (g − mean(g) − x̂ · mean(g · x̂))` per block.
+fn group_norm_backward_kernel(out: &[f32], inv: &[f32], dy: &[f32]) -> Vec<f32> {
+    let len = out.len() / inv.len().max(1);
+    let mut dx = vec![0.0f32; out.len()];
+    dx.par_chunks_mut(len.max(1))
+        .zip(out.par_chunks(len.max(1)).zip(dy.par_chunks(len.max(1))))
+        .zip(inv.par_iter())
+        .for_each(|((d, (o, g)), &k)| {
+            let sg = lane_sum(g, g, |v, _| v);
+            let sgx = lane_sum(g, o, |g, o| g * o);
+            let (mg, mgx) = ((sg / len as f64) as f32, (sgx / len as f64) as f32);
+            for ((d, &o), &g) in d.iter_mut().zip(o).zip(g) {
+                *d = k * (g - mg - o * mgx);
+            }
+        });
+    dx
 }
 
 fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
@@ -202,10 +274,24 @@ impl FastNormBackend for Flex {
         );
         flex(out, shape)
     }
+
+    fn group_norm_free(x: FlexTensor, groups: usize, epsilon: f64) -> FlexTensor {
+        let shape = x.shape().to_vec();
+        let (out, _) = group_norm_kernel(&values(&x), shape[0] * groups, epsilon);
+        flex(out, shape)
+    }
 }
 
-/// Saved for the backward pass: input, γ, statistics, output (all shared, not copied).
-type NormState = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, bool);
+/// Saved for the backward pass: input, γ, statistics, output when fused with ReLU (all
+/// shared, not copied).
+type NormState = (
+    FlexTensor,
+    FlexTensor,
+    FlexTensor,
+    Option<FlexTensor>,
+    f64,
+    bool,
+);
 
 #[derive(Debug)]
 struct FusedNormBackward;
@@ -219,11 +305,12 @@ impl Backward<Flex, 3> for FusedNormBackward {
         let (x, gamma, stats, out, epsilon, relu) = ops.state;
         let shape = x.shape().to_vec();
         let c = shape[1];
+        let out = out.as_ref().map(values);
         let (dx, dgamma, dbeta) = backward_kernel(
             &values(&x),
             &values(&gamma),
             &values(&stats),
-            &values(&out),
+            out.as_deref(),
             &values(&grad),
             epsilon,
             relu,
@@ -241,7 +328,44 @@ impl Backward<Flex, 3> for FusedNormBackward {
     }
 }
 
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl Backward<Flex, 1> for GroupNormBackward {
+    /// Output (= x̂) and the per-block inverse deviations.
+    type State = (FlexTensor, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (out, inv) = ops.state;
+        if let Some(node) = node_x {
+            let dx = group_norm_backward_kernel(&values(&out), &inv, &values(&grad));
+            grads.register::<Flex>(node.id, flex(dx, out.shape().to_vec()));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> FastNormBackend for Autodiff<Flex, C> {
+    fn group_norm_free(x: FloatTensor<Self>, groups: usize, epsilon: f64) -> FloatTensor<Self> {
+        match GroupNormBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                let shape = x.shape().to_vec();
+                let (out, inv) = group_norm_kernel(&values(&x), shape[0] * groups, epsilon);
+                let out = flex(out, shape);
+                prep.finish((out.clone(), inv), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::group_norm_free(x.into_primitive(), groups, epsilon))
+            }
+        }
+    }
+
     fn batch_norm_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
         FloatTensor::<Self>::new(Flex::batch_norm_stats(x.into_primitive()))
     }
@@ -270,7 +394,10 @@ impl<C: CheckpointStrategy> FastNormBackend for Autodiff<Flex, C> {
                 );
                 let out =
                     Flex::batch_norm_apply(x.clone(), g.clone(), b, stats.clone(), epsilon, relu);
-                prep.finish((x, g, stats, out.clone(), epsilon, relu), out)
+                // The output is only needed for the ReLU mask; without ReLU keeping it would
+                // hold a whole activation the generic path frees.
+                let kept = if relu { Some(out.clone()) } else { None };
+                prep.finish((x, g, stats, kept, epsilon, relu), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::batch_norm_apply(
                 x.into_primitive(),
@@ -284,9 +411,10 @@ impl<C: CheckpointStrategy> FastNormBackend for Autodiff<Flex, C> {
     }
 }
 
-/// Whether the fused batch norm runs for `x`: Flex, with or without autodiff, f32.
+/// Whether the fused norms run for `x`: Flex, with or without autodiff, f32, fast paths
+/// enabled.
 pub fn fast_norm_applies(x: &Tensor<4>) -> bool {
-    x.device().inner() == Device::flex() && x.dtype() == DType::F32
+    fast_conv_applies(&x.device()) && x.dtype() == DType::F32
 }
 
 /// `bn.forward(x)`, followed by ReLU when `relu`, fused into one operation on Flex.
@@ -329,5 +457,17 @@ pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4>
         stats.into_dispatch(),
         bn.epsilon,
         relu,
+    ))
+}
+
+/// `gn.forward(x)`, as one fused operation on Flex when the norm has no affine parameters.
+pub fn group_norm_forward(gn: &burn::nn::GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    if gn.gamma.is_some() || gn.beta.is_some() || !fast_norm_applies(&x) {
+        return gn.forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FastNormBackend>::group_norm_free(
+        x.into_dispatch(),
+        gn.num_groups,
+        gn.epsilon,
     ))
 }

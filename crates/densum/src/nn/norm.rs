@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::nn::conv::batch_norm;
+use crate::nn::fast_norm::group_norm_forward;
 
 /// Which normalisation a shortcut uses (DSNet ablation, spec 3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +122,7 @@ impl FreeNorm {
     /// Applies the normalisation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            FreeNorm::Group(gn) => gn.forward(x),
+            FreeNorm::Group(gn) => group_norm_forward(gn, x),
             FreeNorm::Batch(bn) => bn.forward(x),
         }
     }
