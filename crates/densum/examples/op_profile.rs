@@ -77,14 +77,19 @@ fn main() {
     let rnd = |shape: [usize; 4], d: &Device| {
         Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), d)
     };
-    println!("cin cout k s hw n | fwd_ms | xgrad_ms generic fast | wgrad_ms generic fast");
-    let mut tot = [0.0f64; 5];
+    println!(
+        "cin cout k s hw n | fwd_ms generic fast | xgrad_ms generic fast | wgrad_ms generic fast"
+    );
+    let mut tot = [0.0f64; 6];
     for &(ci, co, k, s, hw, n) in CONVS {
         let opts = ConvOptions::new([s, s], [k / 2, k / 2], [1, 1], 1);
         let x = rnd([batch, ci, hw, hw], &dev);
         let w = rnd([co, ci, k, k], &dev);
         let fwd = time(reps, || {
             let _ = conv2d(x.clone(), w.clone(), None, opts.clone()).into_data();
+        });
+        let fwd_fast = time(reps, || {
+            let _ = conv2d_fast(x.clone(), w.clone(), opts.clone()).into_data();
         });
         // Forward + backward with one of input / weight requiring a gradient, minus the
         // forward: the time of that gradient alone.
@@ -106,26 +111,27 @@ fn main() {
                 let p = if of_input { &xa } else { &wa };
                 let _ = p.grad(&g).map(|t| t.into_data());
             });
-            (t - fwd).max(0.0)
+            (t - if fast { fwd_fast } else { fwd }).max(0.0)
         };
         let row = [
             fwd,
+            fwd_fast,
             grad_time(false, true),
             grad_time(true, true),
             grad_time(false, false),
             grad_time(true, false),
         ];
         println!(
-            "{ci} {co} {k} {s} {hw} {n} | {:.2} | {:.2} {:.2} | {:.2} {:.2}",
-            row[0], row[1], row[2], row[3], row[4]
+            "{ci} {co} {k} {s} {hw} {n} | {:.2} {:.2} | {:.2} {:.2} | {:.2} {:.2}",
+            row[0], row[1], row[2], row[3], row[4], row[5]
         );
         for (t, r) in tot.iter_mut().zip(row) {
             *t += r * n as f64;
         }
     }
     println!(
-        "TOTAL conv per step (ms): fwd {:.1} | xgrad generic {:.1} fast {:.1} | wgrad generic {:.1} fast {:.1}",
-        tot[0], tot[1], tot[2], tot[3], tot[4]
+        "TOTAL conv per step (ms): fwd generic {:.1} fast {:.1} | xgrad generic {:.1} fast {:.1} | wgrad generic {:.1} fast {:.1}",
+        tot[0], tot[1], tot[2], tot[3], tot[4], tot[5]
     );
 
     // Batch norm (train) + ReLU, forward + backward, on the largest activation; generic

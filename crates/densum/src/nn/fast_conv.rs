@@ -343,7 +343,39 @@ fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     dx
 }
 
+/// Forward `[N, O, OH, OW]`: `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)`, images in parallel.
+fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
+    let mut y = vec![0.0f32; g.n * img_out];
+    y.par_chunks_mut(img_out.max(1))
+        .zip(x.par_chunks(img_in.max(1)))
+        .for_each_init(
+            || vec![0.0f32; if g.pointwise() { 0 } else { k * p }],
+            |col, (y_n, x_n)| {
+                let cols: &[f32] = if g.pointwise() {
+                    x_n
+                } else {
+                    g.im2col(x_n, col);
+                    col
+                };
+                gemm(g.o, p, k, y_n, false, w, (k, 1), cols, (p, 1));
+            },
+        );
+    y
+}
+
 impl FastConvBackend for Flex {
+    fn fast_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        match Geom::supported(&x, &weight, &options) {
+            Some(g) => {
+                let y = forward(&g, &values(&x), &values(&weight));
+                flex_tensor(y, [g.n, g.o, g.oh, g.ow])
+            }
+            None => Flex::conv2d(x, weight, None, options),
+        }
+    }
+
     fn conv2d_x_grad(
         x: FlexTensor,
         weight: FlexTensor,
@@ -417,18 +449,13 @@ impl<B: FastConvBackend, C: CheckpointStrategy> FastConvBackend for Autodiff<B, 
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let out = B::conv2d(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    None,
-                    options.clone(),
-                );
+                let out =
+                    B::fast_conv2d(x.into_primitive(), weight.into_primitive(), options.clone());
                 prep.finish((x_state, weight_state, options), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv2d(
+            OpsKind::UnTracked(prep) => prep.finish(B::fast_conv2d(
                 x.into_primitive(),
                 weight.into_primitive(),
-                None,
                 options,
             )),
         }
