@@ -69,3 +69,23 @@ pub fn peak() -> usize {
 pub fn reset_peak() {
     PEAK.store(current(), Ordering::Relaxed);
 }
+
+/// Tells glibc's allocator to keep freed memory for reuse instead of returning it to the
+/// kernel. Why: a training step frees and re-allocates activation-sized buffers (hundreds of
+/// kilobytes to tens of megabytes) hundreds of times; above glibc's default mmap threshold each
+/// one is a fresh `mmap`, and the kernel zero-fills every page on first touch (page faults
+/// and `clear_page` were ~6 % of a profiled step, docs/results/profile.md). With the
+/// thresholds raised, freed buffers go back to the heap and are reused. Measured on
+/// ResNet-50 0.25x, CIFAR, batch 64: training step 14-19 % faster; inference unchanged.
+/// The cost is that the process keeps its peak heap (it does not shrink after a step).
+/// A no-op on other platforms. Call once, early in `main`.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocator parameters; it is safe to call at any
+    // time, and failures (return value 0) leave the defaults in place.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
