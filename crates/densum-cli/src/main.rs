@@ -472,18 +472,7 @@ fn predict(
 /// Human-readable class names where the dataset has a short, fixed list.
 fn class_names(dataset: Dataset, classes: usize) -> Vec<&'static str> {
     let names: &[&str] = match dataset {
-        Dataset::Cifar10 => &[
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck",
-        ],
+        Dataset::Cifar10 => &densum_data::formats::cifar::CIFAR10_CLASSES,
         Dataset::Svhn => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
         _ => &[],
     };

@@ -1,32 +1,9 @@
 //! The `densum` command as a user runs it: model listing, info, init, predict, bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn densum(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_densum"))
-        .args(args)
-        .output()
-        .expect("run densum")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = densum(args);
-    assert!(
-        out.status.success(),
-        "densum {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = densum(args);
-    assert!(!out.status.success(), "densum {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "densum {args:?} panicked: {err}");
-    err
-}
+mod common;
+use common::{fails, ok};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../densum/tests/fixtures")

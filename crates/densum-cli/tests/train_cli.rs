@@ -2,33 +2,11 @@
 //! run and its resumption.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn densum(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_densum"))
-        .args(args)
-        .output()
-        .expect("run densum")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = densum(args);
-    assert!(
-        out.status.success(),
-        "densum {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = densum(args);
-    assert!(!out.status.success(), "densum {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+mod common;
+use common::{fails, ok};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("densum-cli-train-{}-{name}", std::process::id()));

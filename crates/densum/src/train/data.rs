@@ -82,14 +82,13 @@ pub fn loader(
     Loader::new(ds, aug, norm, config).map_err(data_err)
 }
 
-/// A batch as input and label tensors on `device`.
-pub fn tensors(batch: &Batch, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-    let x = Tensor::from_data(TensorData::new(batch.images.clone(), batch.shape), device);
-    let y = Tensor::from_data(
-        TensorData::new(batch.labels.clone(), [batch.labels.len()]),
-        device,
-    );
-    (x, y)
+/// A batch as input and label tensors on `device`. The pixels move into the tensor (no
+/// copy on the training step); the batch keeps its labels for the caller.
+pub fn tensors(batch: &mut Batch, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let images = std::mem::take(&mut batch.images);
+    let x = Tensor::from_data(TensorData::new(images, batch.shape), device);
+    let labels = TensorData::new(batch.labels.clone(), [batch.labels.len()]);
+    (x, Tensor::from_data(labels, device))
 }
 
 /// Converts a loader error.

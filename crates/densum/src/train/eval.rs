@@ -46,8 +46,8 @@ pub fn evaluate(net: &Net, loader: &Loader, device: &Device) -> Result<EvalResul
     let (mut loss_sum, mut top1, mut top5, mut n) = (0f64, 0usize, 0usize, 0usize);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     for batch in loader.epoch(0) {
-        let batch = batch.map_err(batch_err)?;
-        let (x, y) = tensors(&batch, device);
+        let mut batch = batch.map_err(batch_err)?;
+        let (x, y) = tensors(&mut batch, device);
         let logits = net.forward(x);
         let loss: f32 = loss_fn.forward(logits.clone(), y).into_scalar();
         let classes = logits.dims()[1];

@@ -371,10 +371,10 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
         let mut batches = train_loader.epoch_from(epoch as u64, state.batch_in_epoch);
         while state.iteration < total {
             let Some(batch) = batches.next() else { break };
-            let batch = batch.map_err(data::batch_err)?;
+            let mut batch = batch.map_err(data::batch_err)?;
             let lr = schedule.lr(state.iteration, &state.plateau);
             plain.seed(mix(cfg.seed, state.iteration as u64));
-            let (x, y) = data::tensors(&batch, &device);
+            let (x, y) = data::tensors(&mut batch, &device);
             let loss = loss_fn.forward(net.forward(x), y);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
@@ -386,7 +386,7 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
                 )));
             }
             let grads = loss.backward();
-            net = session.sgd.step(net, &grads, lr).0;
+            net = session.sgd.step(net, &grads, lr);
             state.iteration += 1;
             state.batch_in_epoch += 1;
             state.window.push(value as f64);

@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor, TensorData};
 
 use super::config::OptimConfig;
-use crate::weights::{PathTracker, TensorMap};
+use crate::weights::{PathTracker, TensorMap, is_buffer};
 
 /// The optimiser and its state.
 pub struct Sgd {
@@ -25,10 +25,6 @@ fn skips_decay(name: &str, cfg: &OptimConfig) -> bool {
             || name.contains("norm")
             || name.ends_with("rg.weight")
             || name.contains("downsample.1"))
-}
-
-fn is_buffer(name: &str) -> bool {
-    name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
 struct NormVisitor<'a> {
@@ -115,24 +111,31 @@ impl Sgd {
         }
     }
 
-    /// One update of `module` with `grads` at rate `lr`; returns the updated module and the
-    /// global gradient norm (before clipping).
-    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> (M, f64) {
-        let mut norm = NormVisitor { grads, sum_sq: 0.0 };
-        module.visit(&mut norm);
-        let norm = norm.sum_sq.sqrt();
+    /// One update of `module` with `grads` at rate `lr`. The global gradient norm is only
+    /// computed (an extra pass over every gradient) when clipping is on.
+    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> M {
         let scale = match self.cfg.grad_clip {
-            Some(max) if norm > max && norm.is_finite() => max / (norm + 1e-6),
-            _ => 1.0,
+            Some(max) => {
+                let mut norm = NormVisitor { grads, sum_sq: 0.0 };
+                module.visit(&mut norm);
+                let norm = norm.sum_sq.sqrt();
+                if norm > max && norm.is_finite() {
+                    max / (norm + 1e-6)
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
         };
         let mut step = Step {
-            path: PathTracker::default(),
+            // Buffers are named as in the model's weight file (torchvision's DenseNet names too).
+            path: PathTracker::for_module(&module),
             grads,
             lr,
             scale,
             sgd: self,
         };
-        (module.map(&mut step), norm)
+        module.map(&mut step)
     }
 
     /// The momentum buffers, by tensor name (flattened).

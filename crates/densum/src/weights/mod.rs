@@ -34,7 +34,8 @@ pub struct NamedTensor {
     pub trainable: bool,
 }
 
-fn is_buffer(name: &str) -> bool {
+/// Whether a tensor name is a running statistic (state, not a trainable parameter).
+pub fn is_buffer(name: &str) -> bool {
     name.ends_with("running_mean") || name.ends_with("running_var")
 }
 
