@@ -155,10 +155,8 @@ fn save_checkpoint(
 ) -> Result<()> {
     let dir = run_dir.join("checkpoints");
     checkpoint::write(&dir, state.iteration, |tmp| {
-        // `valid()` folds pending running-statistic updates in; a plain read would see the
-        // batch norms' statistics one step behind.
         weights::save(
-            &net.valid(),
+            net,
             &spec.name,
             &spec.options,
             &tmp.join("model.safetensors"),

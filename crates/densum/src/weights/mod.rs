@@ -140,7 +140,9 @@ pub struct FileInfo {
 /// Writes `net` to `path` atomically (temporary file, fsync, rename): a crash never leaves a
 /// partial file under the final name.
 pub fn save(net: &Net, model: &str, options: &ModelOptions, path: &Path) -> Result<()> {
-    let tensors = named_tensors(net);
+    // `valid()` folds pending running-statistic updates in (Burn keeps the last one per
+    // thread until a sync); a plain read would store batch norms one training step behind.
+    let tensors = named_tensors(&net.valid());
     let mut bytes: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
     for t in &tensors {
         let data: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
