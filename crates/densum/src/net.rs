@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockConfig, conv_macs};
 use crate::connect::{ConnectKind, TransitionConfig};
-use crate::nn::{batch_norm, conv, relu};
+use crate::nn::{batch_norm, conv, conv_bn_forward, conv_forward, relu};
 use crate::stage::Stage;
 
 /// The stem's form (spec section 2).
@@ -162,10 +162,10 @@ impl Net {
 
     /// The stem's output.
     pub fn forward_stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv1.forward(x);
-        if let Some(bn) = &self.bn1 {
-            x = relu(bn.forward(x));
-        }
+        let x = match &self.bn1 {
+            Some(bn) => conv_bn_forward(&self.conv1, bn, x, true),
+            None => conv_forward(&self.conv1, x),
+        };
         match &self.maxpool {
             Some(p) => p.forward(x),
             None => x,

@@ -225,3 +225,52 @@ fn fused_group_norm_matches_generic() {
     let x = Tensor::<4>::random([2, 4, 3, 3], normal, &inf);
     assert!(rel_err(group_norm_forward(&gn, x.clone()), gn.forward(x)) <= 1e-5);
 }
+
+/// Inference convolution with its batch norm folded in (`conv_bn_forward` on a device without
+/// autodiff) against `BatchNorm::forward(Conv2d::forward(x))` (+ `relu`), with non-trivial
+/// running statistics, γ and β, for pointwise, strided, padded and grouped (fallback) shapes.
+#[test]
+fn folded_conv_batch_norm_inference_matches_generic() {
+    use burn::module::{Param, RunningState};
+    use burn::nn::BatchNormConfig;
+    use densum::nn::{conv, conv_bn_forward};
+
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    // (in, out, kernel, stride, groups)
+    for (c, o, k, stride, groups) in [
+        (8, 12, 1, 1, 1),
+        (5, 7, 1, 2, 1),
+        (4, 6, 3, 1, 1),
+        (4, 6, 3, 2, 1),
+        (3, 5, 7, 2, 1),
+        (8, 8, 3, 1, 4),
+    ] {
+        let cv = conv(c, o, k, stride, groups, &device);
+        let base = BatchNormConfig::new(o).init(&device);
+        let bn = burn::nn::BatchNorm {
+            gamma: Param::from_tensor(Tensor::random([o], normal, &device)),
+            beta: Param::from_tensor(Tensor::random([o], normal, &device)),
+            running_mean: RunningState::new(Tensor::random([o], normal, &device)),
+            running_var: RunningState::new(Tensor::random(
+                [o],
+                Distribution::Uniform(0.5, 2.0),
+                &device,
+            )),
+            ..base
+        };
+        let x = Tensor::<4>::random([3, c, 9, 8], normal, &device);
+        for relu in [false, true] {
+            let y0 = bn.forward(cv.forward(x.clone()));
+            let y0 = if relu {
+                burn::tensor::activation::relu(y0)
+            } else {
+                y0
+            };
+            let y1 = conv_bn_forward(&cv, &bn, x.clone(), relu);
+            let case = format!("c{c} o{o} k{k} s{stride} g{groups} relu={relu}");
+            assert_eq!(y1.dims(), y0.dims(), "{case}");
+            assert!(rel_err(y1, y0) <= 1e-5, "{case}");
+        }
+    }
+}

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
 use crate::nn::{
     Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
-    batch_norm, batch_norm_forward, conv, conv_forward,
+    batch_norm, conv, conv_bn_forward,
 };
 
 /// Basic block, with optional SE/CBAM after the last BN. torchvision names.
@@ -56,8 +56,8 @@ impl BasicBlock {
             Some(p) => p.forward(x.clone()),
             None => x.clone(),
         };
-        let h = batch_norm_forward(&self.bn1, conv_forward(&self.conv1, x), true);
-        let h = batch_norm_forward(&self.bn2, conv_forward(&self.conv2, h), false);
+        let h = conv_bn_forward(&self.conv1, &self.bn1, x, true);
+        let h = conv_bn_forward(&self.conv2, &self.bn2, h, false);
         let h = apply_attention(&self.se, &self.cbam, h);
         BlockOut {
             branch: self.drop_path.forward(h),

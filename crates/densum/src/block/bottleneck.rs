@@ -10,7 +10,7 @@ use super::{BlockArgs, BlockConfig, BlockOut, InnerShortcut, chain_macs};
 use crate::connect::{InnerDs, RgShortcut};
 use crate::nn::{
     Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
-    batch_norm, batch_norm_forward, conv, conv_forward, gn_groups, relu,
+    batch_norm, conv, conv_bn_forward, gn_groups, relu,
 };
 
 /// Bottleneck block (stride on the 3x3 convolution, as torchvision). torchvision names, plus
@@ -94,16 +94,15 @@ impl Bottleneck {
             None => t,
         };
         // BN + ReLU pairs go through the fused operation (one pass on Flex).
-        let c1 = conv_forward(&self.conv1, x);
-        let a = maybe_gn(&self.gn1, batch_norm_forward(&self.bn1, c1, true));
-        let c2 = conv_forward(&self.conv2, a.clone());
+        let a = maybe_gn(&self.gn1, conv_bn_forward(&self.conv1, &self.bn1, x, true));
+        let (conv2, bn2) = (&self.conv2, &self.bn2);
         let b = match (&self.inner_ds, &self.inner_rg) {
-            (Some(ds), _) => relu(batch_norm_forward(&self.bn2, c2, false) + ds.forward(a)),
-            (None, Some(rg)) => batch_norm_forward(&self.bn2, c2, true) + rg.forward(a),
-            (None, None) => batch_norm_forward(&self.bn2, c2, true),
+            (Some(ds), _) => relu(conv_bn_forward(conv2, bn2, a.clone(), false) + ds.forward(a)),
+            (None, Some(rg)) => conv_bn_forward(conv2, bn2, a.clone(), true) + rg.forward(a),
+            (None, None) => conv_bn_forward(conv2, bn2, a, true),
         };
         let b = maybe_gn(&self.gn2, b);
-        let h = batch_norm_forward(&self.bn3, conv_forward(&self.conv3, b), false);
+        let h = conv_bn_forward(&self.conv3, &self.bn3, b, false);
         let h = apply_attention(&self.se, &self.cbam, h);
         BlockOut {
             branch: self.drop_path.forward(h),

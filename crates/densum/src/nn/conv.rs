@@ -6,7 +6,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
 use crate::nn::fast_conv::conv_forward;
-use crate::nn::fast_norm::batch_norm_forward;
+use crate::nn::fast_norm::conv_bn_forward;
 
 /// A bias-free convolution with "same"-style padding `k / 2`, Kaiming-normal initialised
 /// (fan_out, ReLU gain) as torchvision's ResNet does.
@@ -72,10 +72,9 @@ impl Projection {
 
     /// Applies the projection.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = conv_forward(&self.conv, x);
         match &self.bn {
-            Some(bn) => batch_norm_forward(bn, x, false),
-            None => x,
+            Some(bn) => conv_bn_forward(&self.conv, bn, x, false),
+            None => conv_forward(&self.conv, x),
         }
     }
 }

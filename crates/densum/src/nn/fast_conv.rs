@@ -20,6 +20,7 @@
 //! generic [`conv2d`](burn::tensor::module::conv2d) unchanged; tests compare both paths.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -52,6 +53,22 @@ pub trait FastConvBackend: Backend {
         Self::conv2d(x, weight, None, options)
     }
 
+    /// Inference convolution followed by a per-output-channel affine map and an optional ReLU:
+    /// `max(0, conv(x, w)·scale[o] + shift[o])`, i.e. a convolution with its (frozen) batch
+    /// norm folded in. On Flex the affine map runs on each image's output while it is still in
+    /// cache, so the network's inference makes one pass over each activation instead of two.
+    /// Not meant for training: `Autodiff` composes it from differentiable generic operations.
+    fn fast_conv2d_affine(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        affine_generic::<Self>(Self::conv2d(x, weight, None, options), scale, shift, relu)
+    }
+
     /// Gradient of the convolution with respect to its input.
     fn conv2d_x_grad(
         x: FloatTensor<Self>,
@@ -71,6 +88,19 @@ pub trait FastConvBackend: Backend {
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, grad, options)
     }
+}
+
+/// `max(0, y·scale[o] + shift[o])` (ReLU when `relu`) out of generic backend operations.
+fn affine_generic<B: Backend>(
+    y: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    relu: bool,
+) -> FloatTensor<B> {
+    let o = scale.shape().num_elements();
+    let per_channel = |t: FloatTensor<B>| B::float_reshape(t, [1, o, 1, 1].into());
+    let y = B::float_add(B::float_mul(y, per_channel(scale)), per_channel(shift));
+    if relu { B::relu(y) } else { y }
 }
 
 /// Geometry of one convolution, in the terms the kernels use.
@@ -160,11 +190,16 @@ impl Geom {
                 for kj in 0..self.kw {
                     let (ox0, ox1) = Self::valid(self.ow, self.stride[1], kj, self.pad[1], self.w);
                     let row = &mut col[((ci * self.kh + ki) * self.kw + kj) * p..][..p];
-                    row.fill(0.0);
+                    // Every value is written: the padding parts are zeroed explicitly, so the
+                    // buffer may hold anything before (no full memset per image).
+                    row[..oy0 * self.ow].fill(0.0);
+                    row[oy1 * self.ow..].fill(0.0);
                     for oy in oy0..oy1 {
                         let iy = oy * self.stride[0] + ki - self.pad[0];
                         let src = &plane[iy * self.w..][..self.w];
                         let dst = &mut row[oy * self.ow..][..self.ow];
+                        dst[..ox0].fill(0.0);
+                        dst[ox1..].fill(0.0);
                         if self.stride[1] == 1 {
                             let ix0 = ox0 + kj - self.pad[1];
                             dst[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
@@ -211,34 +246,37 @@ impl Geom {
     }
 }
 
-/// Row-major `dst[m, n] (+)= a · b` with explicit strides (`*_rs` row, `*_cs` column), single
-/// threaded: callers parallelise over images, which keeps both cores busy with less overhead
-/// than splitting each small GEMM.
+/// `dst[m, n] (+)= a · b` with explicit strides (`*_rs` row, `*_cs` column; `dst` row-major
+/// when `dst_rs == n`, column-major when `dst_cs == m`), single threaded: callers parallelise
+/// over images, which keeps both cores busy with less overhead than splitting each small GEMM.
+///
+/// `dst` may be uninitialised when `accumulate` is false: GEMM then writes every element of
+/// the `m × n` matrix without reading it.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
+fn gemm_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [MaybeUninit<f32>],
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     a: &[f32],
     (a_rs, a_cs): (usize, usize),
     b: &[f32],
     (b_rs, b_cs): (usize, usize),
 ) {
-    assert!(dst.len() >= m * n);
+    assert!(m == 0 || n == 0 || dst.len() > (m - 1) * dst_rs + (n - 1) * dst_cs);
     assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
     assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
     // SAFETY: the asserts above keep every index the GEMM touches inside the three slices,
-    // and `dst` is borrowed mutably, so it aliases neither input.
+    // `dst` is borrowed mutably, so it aliases neither input, and with `accumulate` false
+    // (`read_dst` in gemm's terms) the destination is only written, never read.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst.as_mut_ptr().cast::<f32>(),
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             a.as_ptr(),
             a_cs as isize,
@@ -254,6 +292,75 @@ fn gemm(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// Row-major `dst[m, n] (+)= a · b` over an initialised destination.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) {
+    gemm_raw(
+        (m, n, k),
+        as_uninit(dst),
+        (n, 1),
+        accumulate,
+        a,
+        a_strides,
+        b,
+        b_strides,
+    );
+}
+
+/// An initialised slice seen as possibly-uninitialised (always sound: only writes follow).
+fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and every `f32` is a valid
+    // `MaybeUninit<f32>`; callers only write through the result.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
+}
+
+/// A buffer of `len` values for a kernel that writes every one of them before anything reads
+/// it. Skipping the zero fill matters: with freed memory kept for reuse (see
+/// `measure::alloc`), a zeroed allocation is a full extra pass over every activation.
+fn uninit_buffer(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` needs no initialisation.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The buffer after a kernel has written every value.
+///
+/// # Safety
+/// Every element of `v` must have been initialised.
+unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same allocation, layout-compatible element type; the caller guarantees
+    // initialisation.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
+}
+
+thread_local! {
+    /// Per-thread im2col/col2im scratch, reused across calls (images of a batch and layers).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer of at least `len` values (contents arbitrary).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
 }
 
 /// The tensor's f32 values in row-major order, borrowed when it is already contiguous.
@@ -275,41 +382,45 @@ fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 
 /// Weight gradient `[O, C, kh, kw]`: images split into one chunk per thread, each chunk
 /// accumulating its own partial sum, partial sums added at the end.
+///
+/// The GEMM's orientation follows the shape: gemm's kernels are up to 8x slower on the
+/// small-`O`, long-`P` products of early layers when the destination is `[O, K]` row-major,
+/// and on small-`K` ones when it is column-major (measured over ResNet-50's shapes), so the
+/// destination is `dWᵀ` (column-major `[O, K]`) whenever `K ≥ O`, transposed once at the end.
 fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
+    let transposed = k >= g.o;
+    let dst_strides = if transposed { (1, g.o) } else { (k, 1) };
     let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
-    let per = g.n.div_ceil(threads);
+    let per = g.n.div_ceil(threads).max(1);
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![0.0f32; g.o * k];
-            let mut col = if g.pointwise() {
-                Vec::new()
-            } else {
-                vec![0.0f32; k * p]
-            };
-            for (i, img) in (t * per..((t + 1) * per).min(g.n)).enumerate() {
-                let xs = &x[img * img_in..][..img_in];
-                let cols: &[f32] = if g.pointwise() {
-                    xs
-                } else {
-                    g.im2col(xs, &mut col);
-                    &col
-                };
-                // dW[O, K] += dY_n[O, P] · col[K, P]ᵀ
-                gemm(
-                    g.o,
-                    k,
-                    p,
-                    &mut dw,
-                    i > 0,
-                    &dy[img * img_out..][..img_out],
-                    (p, 1),
-                    cols,
-                    (1, p),
-                );
-            }
+            let images = t * per..((t + 1) * per).min(g.n);
+            with_scratch(if g.pointwise() { 0 } else { k * p }, |col| {
+                for (i, img) in images.enumerate() {
+                    let xs = &x[img * img_in..][..img_in];
+                    let cols: &[f32] = if g.pointwise() {
+                        xs
+                    } else {
+                        g.im2col(xs, col);
+                        col
+                    };
+                    // dW[O, K] += dY_n[O, P] · col[K, P]ᵀ
+                    gemm_raw(
+                        (g.o, k, p),
+                        as_uninit(&mut dw),
+                        dst_strides,
+                        i > 0,
+                        &dy[img * img_out..][..img_out],
+                        (p, 1),
+                        cols,
+                        (1, p),
+                    );
+                }
+            });
             dw
         })
         .collect();
@@ -318,6 +429,16 @@ fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     for part in parts {
         dw.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
     }
+    if transposed {
+        // dw holds dWᵀ [K, O]; the weight layout is [O, K].
+        let mut out = vec![0.0f32; g.o * k];
+        for (kk, row) in dw.chunks_exact(g.o).enumerate() {
+            for (o, v) in row.iter().enumerate() {
+                out[o * k + kk] = *v;
+            }
+        }
+        dw = out;
+    }
     dw
 }
 
@@ -325,54 +446,111 @@ fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    let mut dx = vec![0.0f32; g.n * img_in];
+    let mut dx = uninit_buffer(g.n * img_in);
     dx.par_chunks_mut(img_in.max(1))
         .zip(dy.par_chunks(img_out.max(1)))
-        .for_each_init(
-            || vec![0.0f32; if g.pointwise() { 0 } else { k * p }],
-            |dcol, (dx_n, dy_n)| {
-                // col(dX_n)[K, P] = Wᵀ[K, O] · dY_n[O, P]
-                if g.pointwise() {
-                    gemm(k, p, g.o, dx_n, false, w, (1, k), dy_n, (p, 1));
-                } else {
+        .for_each(|(dx_n, dy_n)| {
+            // col(dX_n)[K, P] = Wᵀ[K, O] · dY_n[O, P]
+            if g.pointwise() {
+                gemm_raw((k, p, g.o), dx_n, (p, 1), false, w, (1, k), dy_n, (p, 1));
+            } else {
+                // col2im accumulates, so this image's gradient starts from zero.
+                dx_n.fill(MaybeUninit::new(0.0));
+                // SAFETY: just initialised.
+                let dx_n: &mut [f32] =
+                    unsafe { &mut *(dx_n as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                with_scratch(k * p, |dcol| {
                     gemm(k, p, g.o, dcol, false, w, (1, k), dy_n, (p, 1));
                     g.col2im(dcol, dx_n);
-                }
-            },
-        );
-    dx
+                });
+            }
+        });
+    // SAFETY: every image's chunk was written by the GEMM or zeroed and accumulated into.
+    unsafe { assume_init(dx) }
 }
 
-/// Forward `[N, O, OH, OW]`: `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)`, images in parallel.
-fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// Per-output-channel `y·scale + shift`, then ReLU, applied to one image's output `[O, P]`.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    scale: &'a [f32],
+    shift: &'a [f32],
+    relu: bool,
+}
+
+impl Epilogue<'_> {
+    fn apply(&self, y: &mut [f32], p: usize) {
+        for ((plane, &s), &t) in y.chunks_exact_mut(p).zip(self.scale).zip(self.shift) {
+            if self.relu {
+                plane.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
+            } else {
+                plane.iter_mut().for_each(|v| *v = *v * s + t);
+            }
+        }
+    }
+}
+
+/// Forward `[N, O, OH, OW]`: `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)`, images in parallel, with
+/// an optional epilogue applied to each image's output while it is in cache.
+fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    let mut y = vec![0.0f32; g.n * img_out];
+    let mut y = uninit_buffer(g.n * img_out);
     y.par_chunks_mut(img_out.max(1))
         .zip(x.par_chunks(img_in.max(1)))
-        .for_each_init(
-            || vec![0.0f32; if g.pointwise() { 0 } else { k * p }],
-            |col, (y_n, x_n)| {
-                let cols: &[f32] = if g.pointwise() {
-                    x_n
-                } else {
+        .for_each(|(y_n, x_n)| {
+            let run = |cols: &[f32], y_n: &mut [MaybeUninit<f32>]| {
+                gemm_raw((g.o, p, k), y_n, (p, 1), false, w, (k, 1), cols, (p, 1));
+            };
+            if g.pointwise() {
+                run(x_n, y_n);
+            } else {
+                with_scratch(k * p, |col| {
                     g.im2col(x_n, col);
-                    col
-                };
-                gemm(g.o, p, k, y_n, false, w, (k, 1), cols, (p, 1));
-            },
-        );
-    y
+                    run(col, y_n);
+                });
+            }
+            if let Some(e) = epilogue {
+                // SAFETY: the GEMM above wrote all of y_n.
+                let y_n: &mut [f32] =
+                    unsafe { &mut *(y_n as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                e.apply(y_n, p);
+            }
+        });
+    // SAFETY: every image's output was written by its GEMM.
+    unsafe { assume_init(y) }
 }
 
 impl FastConvBackend for Flex {
     fn fast_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         match Geom::supported(&x, &weight, &options) {
             Some(g) => {
-                let y = forward(&g, &values(&x), &values(&weight));
+                let y = forward(&g, &values(&x), &values(&weight), None);
                 flex_tensor(y, [g.n, g.o, g.oh, g.ow])
             }
             None => Flex::conv2d(x, weight, None, options),
+        }
+    }
+
+    fn fast_conv2d_affine(
+        x: FlexTensor,
+        weight: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        options: ConvOptions<2>,
+        relu: bool,
+    ) -> FlexTensor {
+        match Geom::supported(&x, &weight, &options) {
+            Some(g) if scale.dtype() == DType::F32 && shift.dtype() == DType::F32 => {
+                let (scale, shift) = (values(&scale), values(&shift));
+                let epilogue = Epilogue {
+                    scale: &scale,
+                    shift: &shift,
+                    relu,
+                };
+                let y = forward(&g, &values(&x), &values(&weight), Some(epilogue));
+                flex_tensor(y, [g.n, g.o, g.oh, g.ow])
+            }
+            _ => affine_generic::<Flex>(Flex::conv2d(x, weight, None, options), scale, shift, relu),
         }
     }
 
@@ -489,17 +667,29 @@ pub fn conv2d_fast(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> 
     }
 }
 
-/// `conv.forward(x)`, with the fast gradients when the convolution has no bias and explicit
-/// or no padding (`Same` padding is computed privately by Burn, so it keeps Burn's path).
-pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+/// The options of `conv` when the fast operations can run it: no bias and explicit or no
+/// padding (`Same` padding is computed privately by Burn, so it keeps Burn's path).
+pub(crate) fn fast_conv_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
     let padding = match conv.padding {
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
-        PaddingConfig2d::Same => return conv.forward(x),
+        PaddingConfig2d::Same => return None,
     };
     if conv.bias.is_some() {
-        return conv.forward(x);
+        return None;
     }
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    conv2d_fast(x, conv.weight.val(), options)
+    Some(ConvOptions::new_with_padding(
+        conv.stride,
+        padding,
+        conv.dilation,
+        conv.groups,
+    ))
+}
+
+/// `conv.forward(x)`, with the fast gradients when [`fast_conv_options`] allows.
+pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match fast_conv_options(conv) {
+        Some(options) => conv2d_fast(x, conv.weight.val(), options),
+        None => conv.forward(x),
+    }
 }

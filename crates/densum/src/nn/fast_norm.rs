@@ -31,7 +31,10 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::fast_conv::{fast_conv_applies, values};
+use super::fast_conv::{
+    FastConvBackend, conv_forward, fast_conv_applies, fast_conv_options, values,
+};
+use burn::nn::conv::Conv2d;
 
 /// Fused batch-norm operations.
 #[backend_extension(Flex, Autodiff)]
@@ -470,4 +473,33 @@ pub fn group_norm_forward(gn: &burn::nn::GroupNorm, x: Tensor<4>) -> Tensor<4> {
         gn.num_groups,
         gn.epsilon,
     ))
+}
+
+/// `bn(conv(x))`, then ReLU when `relu`: a convolution and the batch norm that follows it.
+///
+/// For inference on Flex (no autodiff) the norm's running statistics fold into a per-channel
+/// scale and shift applied to each image's convolution output while it is in cache, one pass
+/// over the activation fewer. Otherwise, and whenever gradients may be needed (an autodiff
+/// device, even in eval mode, e.g. for Grad-CAM), it is [`conv_forward`] then
+/// [`batch_norm_forward`].
+pub fn conv_bn_forward(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let options = fast_conv_options(conv);
+    match options {
+        Some(options) if fast_norm_applies(&x) && !x.device().is_autodiff() => {
+            let device = x.device();
+            let var = bn.running_var.value().to_device(&device);
+            let mean = bn.running_mean.value().to_device(&device);
+            let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+            let shift = bn.beta.val() - mean * scale.clone();
+            Tensor::from_dispatch(<Dispatch as FastConvBackend>::fast_conv2d_affine(
+                x.into_dispatch(),
+                conv.weight.val().into_dispatch(),
+                scale.into_dispatch(),
+                shift.into_dispatch(),
+                options,
+                relu,
+            ))
+        }
+        _ => batch_norm_forward(bn, conv_forward(conv, x), relu),
+    }
 }
