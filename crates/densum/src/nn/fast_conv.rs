@@ -329,7 +329,7 @@ fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 /// A buffer of `len` values for a kernel that writes every one of them before anything reads
 /// it. Skipping the zero fill matters: with freed memory kept for reuse (see
 /// `measure::alloc`), a zeroed allocation is a full extra pass over every activation.
-fn uninit_buffer(len: usize) -> Vec<MaybeUninit<f32>> {
+pub(crate) fn uninit_buffer(len: usize) -> Vec<MaybeUninit<f32>> {
     let mut v = Vec::with_capacity(len);
     // SAFETY: `MaybeUninit` needs no initialisation.
     unsafe { v.set_len(len) };
@@ -340,7 +340,7 @@ fn uninit_buffer(len: usize) -> Vec<MaybeUninit<f32>> {
 ///
 /// # Safety
 /// Every element of `v` must have been initialised.
-unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+pub(crate) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: same allocation, layout-compatible element type; the caller guarantees
     // initialisation.

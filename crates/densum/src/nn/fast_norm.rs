@@ -32,9 +32,11 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::fast_conv::{
-    FastConvBackend, conv_forward, fast_conv_applies, fast_conv_options, values,
+    FastConvBackend, assume_init, conv_forward, fast_conv_applies, fast_conv_options,
+    uninit_buffer, values,
 };
 use burn::nn::conv::Conv2d;
+use std::mem::MaybeUninit;
 
 /// Fused batch-norm operations.
 #[backend_extension(Flex, Autodiff)]
@@ -79,6 +81,29 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
         let y: &[f32; 8] = y.try_into().expect("chunk of 8");
         for l in 0..8 {
             acc[l] += f(x[l], y[l]);
+        }
+    }
+    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// [`lane_sum`] over three arrays.
+#[inline(always)]
+fn lane_sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f64 {
+    let mut acc = [0f32; 8];
+    let (ac, bc, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
+    let tail: f32 = (ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .zip(cc.remainder()))
+    .map(|((&x, &y), &z)| f(x, y, z))
+    .sum();
+    for ((x, y), z) in ac.zip(bc).zip(cc) {
+        let x: &[f32; 8] = x.try_into().expect("chunk of 8");
+        let y: &[f32; 8] = y.try_into().expect("chunk of 8");
+        let z: &[f32; 8] = z.try_into().expect("chunk of 8");
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l], z[l]);
         }
     }
     acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
@@ -131,7 +156,7 @@ fn apply_kernel(
     let inv = inv_std(stats, c, epsilon);
     let scale: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
     let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats[i] * scale[i]).collect();
-    let mut out = vec![0.0f32; n * c * s];
+    let mut out = uninit_buffer(n * c * s);
     out.par_chunks_mut(s.max(1))
         .zip(x.par_chunks(s.max(1)))
         .enumerate()
@@ -140,12 +165,15 @@ fn apply_kernel(
             if relu {
                 o.iter_mut()
                     .zip(xs)
-                    .for_each(|(o, &v)| *o = (v * a + b).max(0.0));
+                    .for_each(|(o, &v)| *o = MaybeUninit::new((v * a + b).max(0.0)));
             } else {
-                o.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * a + b);
+                o.iter_mut()
+                    .zip(xs)
+                    .for_each(|(o, &v)| *o = MaybeUninit::new(v * a + b));
             }
         });
-    out
+    // SAFETY: every plane of `out` was written above.
+    unsafe { assume_init(out) }
 }
 
 /// `(dx, dγ, dβ)` of [`apply_kernel`] with batch statistics.
@@ -161,47 +189,66 @@ fn backward_kernel(
     (n, c, s): (usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let inv = inv_std(stats, c, epsilon);
-    // dx starts as the output gradient masked by the ReLU (`out` is only kept when fused
-    // with one); the reduction and the final pass then read two arrays, not three.
-    let mut dx = dy.to_vec();
-    if let Some(o) = out.filter(|_| relu) {
-        dx.par_chunks_mut(s.max(1))
-            .zip(o.par_chunks(s.max(1)))
-            .for_each(|(d, o)| {
-                d.iter_mut()
-                    .zip(o)
-                    .for_each(|(d, &o)| *d = if o > 0.0 { *d } else { 0.0 })
-            });
-    }
+    // The output gradient masked by the ReLU (`out` is only kept when fused with one) is
+    // recomputed in both passes rather than stored: two passes over the activation, no copy.
+    let mask = out.filter(|_| relu);
     // Σg and Σg·x̂ per channel.
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ci| {
-            let (mean, is) = (stats[ci], inv[ci]);
-            let (mut sg, mut sgx) = (0f64, 0f64);
-            for ni in 0..n {
-                let off = (ni * c + ci) * s;
-                let (g, xs) = (&dx[off..off + s], &x[off..off + s]);
-                sg += lane_sum(g, g, |g, _| g);
-                sgx += lane_sum(g, xs, |g, v| g * (v - mean) * is);
-            }
-            (sg, sgx)
-        })
-        .collect();
+    let sums: Vec<(f64, f64)> =
+        (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let (mean, is) = (stats[ci], inv[ci]);
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for ni in 0..n {
+                    let off = (ni * c + ci) * s;
+                    let (g, xs) = (&dy[off..off + s], &x[off..off + s]);
+                    match mask {
+                        Some(o) => {
+                            let o = &o[off..off + s];
+                            sg += lane_sum(g, o, |g, o| if o > 0.0 { g } else { 0.0 });
+                            sgx += lane_sum3(g, o, xs, |g, o, v| {
+                                if o > 0.0 { g * (v - mean) * is } else { 0.0 }
+                            });
+                        }
+                        None => {
+                            sg += lane_sum(g, g, |g, _| g);
+                            sgx += lane_sum(g, xs, |g, v| g * (v - mean) * is);
+                        }
+                    }
+                }
+                (sg, sgx)
+            })
+            .collect();
     let count = (n * s).max(1) as f64;
+    let mut dx = uninit_buffer(n * c * s);
     dx.par_chunks_mut(s.max(1))
-        .zip(x.par_chunks(s.max(1)))
         .enumerate()
-        .for_each(|(plane, (d, xs))| {
+        .for_each(|(plane, d)| {
             let ci = plane % c;
+            let off = plane * s;
+            let (g, xs) = (&dy[off..off + s], &x[off..off + s]);
             let (mean, is) = (stats[ci], inv[ci]);
             let k = gamma[ci] * is;
             let mg = (sums[ci].0 / count) as f32;
             let mgx = (sums[ci].1 / count) as f32;
-            d.iter_mut()
-                .zip(xs)
-                .for_each(|(d, &v)| *d = k * (*d - mg - (v - mean) * is * mgx));
+            let value = |g: f32, v: f32| k * (g - mg - (v - mean) * is * mgx);
+            match mask {
+                Some(o) => {
+                    for ((d, (&g, &v)), &o) in
+                        d.iter_mut().zip(g.iter().zip(xs)).zip(&o[off..off + s])
+                    {
+                        *d = MaybeUninit::new(value(if o > 0.0 { g } else { 0.0 }, v));
+                    }
+                }
+                None => {
+                    for (d, (&g, &v)) in d.iter_mut().zip(g.iter().zip(xs)) {
+                        *d = MaybeUninit::new(value(g, v));
+                    }
+                }
+            }
         });
+    // SAFETY: every plane of `dx` was written above.
+    let dx = unsafe { assume_init(dx) };
     let dgamma = sums.iter().map(|p| p.1 as f32).collect();
     let dbeta = sums.iter().map(|p| p.0 as f32).collect();
     (dx, dgamma, dbeta)
@@ -211,7 +258,7 @@ fn backward_kernel(
 /// (the backward pass needs nothing else, since the output is x̂ itself).
 fn group_norm_kernel(x: &[f32], blocks: usize, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
     let len = x.len() / blocks.max(1);
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = uninit_buffer(x.len());
     let inv: Vec<f32> = out
         .par_chunks_mut(len.max(1))
         .zip(x.par_chunks(len.max(1)))
@@ -222,17 +269,20 @@ fn group_norm_kernel(x: &[f32], blocks: usize, epsilon: f64) -> (Vec<f32>, Vec<f
             let var = lane_sum(xs, xs, |v, _| (v - m) * (v - m)) / n;
             let inv = 1.0 / (var + epsilon).sqrt();
             let (m, k) = (mean as f32, inv as f32);
-            o.iter_mut().zip(xs).for_each(|(o, &v)| *o = (v - m) * k);
+            o.iter_mut()
+                .zip(xs)
+                .for_each(|(o, &v)| *o = MaybeUninit::new((v - m) * k));
             k
         })
         .collect();
-    (out, inv)
+    // SAFETY: every block of `out` was written above.
+    (unsafe { assume_init(out) }, inv)
 }
 
 /// `dx = σ⁻¹ (g − mean(g) − x̂ · mean(g · x̂))` per block.
 fn group_norm_backward_kernel(out: &[f32], inv: &[f32], dy: &[f32]) -> Vec<f32> {
     let len = out.len() / inv.len().max(1);
-    let mut dx = vec![0.0f32; out.len()];
+    let mut dx = uninit_buffer(out.len());
     dx.par_chunks_mut(len.max(1))
         .zip(out.par_chunks(len.max(1)).zip(dy.par_chunks(len.max(1))))
         .zip(inv.par_iter())
@@ -241,10 +291,11 @@ fn group_norm_backward_kernel(out: &[f32], inv: &[f32], dy: &[f32]) -> Vec<f32> 
             let sgx = lane_sum(g, o, |g, o| g * o);
             let (mg, mgx) = ((sg / len as f64) as f32, (sgx / len as f64) as f32);
             for ((d, &o), &g) in d.iter_mut().zip(o).zip(g) {
-                *d = k * (g - mg - o * mgx);
+                *d = MaybeUninit::new(k * (g - mg - o * mgx));
             }
         });
-    dx
+    // SAFETY: every block of `dx` was written above.
+    unsafe { assume_init(dx) }
 }
 
 fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
