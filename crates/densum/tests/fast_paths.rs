@@ -73,6 +73,8 @@ fn pointwise_convolutions_match_generic() {
 #[test]
 fn spatial_convolutions_match_generic() {
     check(3, 4, 6, [8, 8], 3, 1, 1);
+    check(2, 3, 5, [5, 9], 3, 1, 1); // "same" convolution, non-square (shifted copies)
+    check(2, 3, 4, [4, 1], 3, 1, 1); // one column: every tap but the centre column wraps
     check(2, 4, 6, [9, 7], 3, 2, 1); // stride 2, odd and non-square
     check(2, 3, 5, [11, 11], 7, 2, 3); // ImageNet stem
     check(2, 3, 4, [6, 6], 3, 1, 0); // no padding

@@ -194,6 +194,24 @@ impl Geom {
                     // buffer may hold anything before (no full memset per image).
                     row[..oy0 * self.ow].fill(0.0);
                     row[oy1 * self.ow..].fill(0.0);
+                    if let Some(shift) = self.shift(ki, kj) {
+                        // The valid rows are the plane shifted by one offset: one copy, then
+                        // zeros over the columns that wrapped around a row's edge.
+                        let (lo, hi) = self.clip(oy0, oy1, shift);
+                        let (start, end) = (oy0 * self.ow, oy1 * self.ow);
+                        row[start..lo].fill(0.0);
+                        row[hi.max(lo)..end].fill(0.0);
+                        if lo < hi {
+                            let from = (lo as isize + shift) as usize;
+                            row[lo..hi].copy_from_slice(&plane[from..from + (hi - lo)]);
+                        }
+                        for oy in oy0..oy1 {
+                            let r = &mut row[oy * self.ow..][..self.ow];
+                            r[..ox0].fill(0.0);
+                            r[ox1..].fill(0.0);
+                        }
+                        continue;
+                    }
                     for oy in oy0..oy1 {
                         let iy = oy * self.stride[0] + ki - self.pad[0];
                         let src = &plane[iy * self.w..][..self.w];
@@ -214,8 +232,27 @@ impl Geom {
         }
     }
 
+    /// For stride 1 with an output as wide as the input (a "same" convolution), the offset
+    /// `Δ` such that output position `i = oy·OW + ox` of kernel tap `(ki, kj)` reads input
+    /// `i + Δ` (except in columns that wrap around a row's edge).
+    fn shift(&self, ki: usize, kj: usize) -> Option<isize> {
+        (self.stride == [1, 1] && self.ow == self.w).then(|| {
+            (ki as isize - self.pad[0] as isize) * self.w as isize + kj as isize
+                - self.pad[1] as isize
+        })
+    }
+
+    /// The part `[lo, hi)` of output rows `oy0..oy1` whose shifted input index lies in the plane.
+    fn clip(&self, oy0: usize, oy1: usize, shift: isize) -> (usize, usize) {
+        let plane = (self.h * self.w) as isize;
+        let lo = ((oy0 * self.ow) as isize).max(-shift).max(0) as usize;
+        let hi = ((oy1 * self.ow) as isize).min(plane - shift).max(0) as usize;
+        (lo, hi)
+    }
+
     /// dx[C, H, W] += col2im(dcol[K, P]) for one image (the adjoint of [`Self::im2col`]).
-    fn col2im(&self, dcol: &[f32], dx: &mut [f32]) {
+    /// `dcol` is scratch: the values that fall into the padding are overwritten with zeros.
+    fn col2im(&self, dcol: &mut [f32], dx: &mut [f32]) {
         let p = self.p();
         for ci in 0..self.c {
             let plane = &mut dx[ci * self.h * self.w..][..self.h * self.w];
@@ -223,7 +260,25 @@ impl Geom {
                 let (oy0, oy1) = Self::valid(self.oh, self.stride[0], ki, self.pad[0], self.h);
                 for kj in 0..self.kw {
                     let (ox0, ox1) = Self::valid(self.ow, self.stride[1], kj, self.pad[1], self.w);
-                    let row = &dcol[((ci * self.kh + ki) * self.kw + kj) * p..][..p];
+                    let row = &mut dcol[((ci * self.kh + ki) * self.kw + kj) * p..][..p];
+                    if let Some(shift) = self.shift(ki, kj) {
+                        // Drop the wrapped columns' values, then one shifted add.
+                        for oy in oy0..oy1 {
+                            let r = &mut row[oy * self.ow..][..self.ow];
+                            r[..ox0].fill(0.0);
+                            r[ox1..].fill(0.0);
+                        }
+                        let (lo, hi) = self.clip(oy0, oy1, shift);
+                        if lo < hi {
+                            let from = (lo as isize + shift) as usize;
+                            for (d, s) in plane[from..from + (hi - lo)].iter_mut().zip(&row[lo..hi])
+                            {
+                                *d += *s;
+                            }
+                        }
+                        continue;
+                    }
+                    let row = &*row;
                     for oy in oy0..oy1 {
                         let iy = oy * self.stride[0] + ki - self.pad[0];
                         let dst = &mut plane[iy * self.w..][..self.w];
