@@ -283,7 +283,8 @@ pub struct EvalArgs {
     /// Dataset path (default: the run's).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Split to evaluate.
+    /// Split to evaluate: a dataset split (test, train, ...) or, with --run, `val`: the
+    /// validation images the run held out (carved again from its config and seed).
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Preprocessing preset (default: the run's eval preset, else none).
@@ -315,10 +316,12 @@ fn best_or_last(run: &Path) -> Result<PathBuf> {
 
 /// `densum eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
+    let mut run_cfg = None;
     let (weights_path, mut model, mut options, mut data, mut augment) =
         match (&args.run, &args.weights) {
             (Some(run), _) => {
                 let cfg = config::resolve(vec![config::read_table(&run.join("config.toml"))?])?;
+                run_cfg = Some(cfg.clone());
                 (
                     best_or_last(run)?,
                     Some(cfg.model),
@@ -363,9 +366,20 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         &weights_path,
         &device,
     )?;
-    let split = Split::parse(&args.split).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ds: std::sync::Arc<dyn densum_data::Dataset> =
-        std::sync::Arc::from(densum_data::open(&data, split).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let ds: std::sync::Arc<dyn densum_data::Dataset> = if args.split == "val" {
+        let Some(mut cfg) = run_cfg else {
+            bail!("--split val needs --run: the held-out images are defined by a run's config");
+        };
+        cfg.data.path = data.clone();
+        let splits = train::data::open_splits(&cfg.data, &spec, cfg.seed)?;
+        let Some(val) = splits.val else {
+            bail!("the run held out no validation images (its data.val is empty)");
+        };
+        val
+    } else {
+        let split = Split::parse(&args.split).map_err(|e| anyhow::anyhow!("{e}"))?;
+        std::sync::Arc::from(densum_data::open(&data, split).map_err(|e| anyhow::anyhow!("{e}"))?)
+    };
     if ds.num_classes() != spec.config.num_classes {
         bail!(
             "{} has {} classes but {} is built with {}",

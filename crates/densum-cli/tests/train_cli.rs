@@ -127,6 +127,25 @@ fn kill_9_then_resume_gives_the_uninterrupted_curve() {
     assert_eq!(v["per_class"].as_array().unwrap().len(), 3);
     assert!(v["top1_error"].as_f64().unwrap() <= 100.0);
 
+    // eval on the images the run held out: its best checkpoint's validation error again.
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--run",
+        full.to_str().unwrap(),
+        "--split",
+        "val",
+        "--json",
+    ]))
+    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(full.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(v["samples"], 6);
+    let best = summary["best_top1_error"][0].as_f64().unwrap();
+    assert!(
+        (v["top1_error"].as_f64().unwrap() - best).abs() < 1e-6,
+        "{v} vs best {best}"
+    );
+
     // Curves of both runs on one figure.
     let png = tmp("plot").join("curves.png");
     ok(&[
