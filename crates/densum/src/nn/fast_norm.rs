@@ -114,19 +114,31 @@ fn ncs(shape: &[usize]) -> (usize, usize, usize) {
     (shape[0], shape[1], shape[2..].iter().product())
 }
 
+/// Per-channel mean and biased variance in one pass over the activation: each plane's sum
+/// and sum of squares of `x − x₀` (shifted by its first value, so that f32 lanes do not
+/// cancel when the mean is large against the spread), combined across planes with Chan et
+/// al.'s pairwise formula in f64.
 fn stats_kernel(x: &[f32], (n, c, s): (usize, usize, usize)) -> Vec<f32> {
-    let count = (n * s).max(1) as f64;
     let per: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ci| {
-            let planes = || (0..n).map(move |ni| &x[(ni * c + ci) * s..][..s]);
-            let sum: f64 = planes().map(|p| lane_sum(p, p, |v, _| v)).sum();
-            let mean = sum / count;
-            let m = mean as f32;
-            let sq: f64 = planes()
-                .map(|p| lane_sum(p, p, |v, _| (v - m) * (v - m)))
-                .sum();
-            (mean as f32, (sq / count) as f32)
+            // (count, mean, M2) of the planes seen so far.
+            let (mut count, mut mean, mut m2) = (0f64, 0f64, 0f64);
+            for ni in 0..n {
+                let p = &x[(ni * c + ci) * s..][..s];
+                let Some(&x0) = p.first() else { continue };
+                let sum = lane_sum(p, p, |v, _| v - x0);
+                let sq = lane_sum(p, p, |v, _| (v - x0) * (v - x0));
+                let k = s as f64;
+                let (p_mean, p_m2) = (x0 as f64 + sum / k, sq - sum * sum / k);
+                let total = count + k;
+                let delta = p_mean - mean;
+                mean += delta * k / total;
+                m2 += p_m2 + delta * delta * count * k / total;
+                count = total;
+            }
+            let var = if count > 0.0 { m2 / count } else { 0.0 };
+            (mean as f32, var.max(0.0) as f32)
         })
         .collect();
     per.iter()
