@@ -276,3 +276,22 @@ fn folded_conv_batch_norm_inference_matches_generic() {
         }
     }
 }
+
+/// The one-pass statistics stay exact when the mean is large against the spread (where a
+/// plain sum of squares would cancel in f32): normalised outputs and running variance match.
+#[test]
+fn fused_batch_norm_statistics_survive_a_large_mean() {
+    use burn::module::Module;
+    use burn::nn::BatchNormConfig;
+    use densum::nn::batch_norm_forward;
+
+    let device = Device::flex().autodiff();
+    let bn = BatchNormConfig::new(3).init(&device).train();
+    let x = Tensor::<4>::random([4, 3, 6, 6], Distribution::Normal(1000.0, 0.5), &device);
+    let y0 = bn.clone().forward(x.clone());
+    let fused = bn.clone();
+    let y1 = batch_norm_forward(&fused, x, false);
+    assert!(rel_err(y1.inner(), y0.inner()) <= 1e-3, "normalised output");
+    let (v0, v1) = (bn.running_var.value(), fused.running_var.value());
+    assert!(rel_err(v1.inner(), v0.inner()) <= 1e-3, "running variance");
+}
