@@ -70,20 +70,21 @@ impl Stage {
         let mut history = History::default();
         let first = &self.blocks[0];
         let out = first.forward(x);
-        let mut y = self
-            .connect
-            .first(out.branch.clone(), out.shortcut, &mut history, |s| {
-                first.finish(s)
-            });
+        let mut y = self.connect.first(
+            out.branch.clone(),
+            out.shortcut,
+            &mut history,
+            first.activation(),
+        );
         self.connect.record(0, &y, &out.branch, &mut history);
         for (l, block) in self.blocks.iter().enumerate().skip(1) {
             let branch = match self.connect.parts(&history) {
                 Some(parts) => block.forward_parts(parts.to_vec()),
                 None => block.forward(y.clone()).branch,
             };
-            let next = self
-                .connect
-                .aggregate(l, branch.clone(), y, &mut history, |s| block.finish(s));
+            let next =
+                self.connect
+                    .aggregate(l, branch.clone(), y, &mut history, block.activation());
             self.connect.record(l, &next, &branch, &mut history);
             y = next;
         }

@@ -295,3 +295,48 @@ fn fused_batch_norm_statistics_survive_a_large_mean() {
     let (v0, v1) = (bn.running_var.value(), fused.running_var.value());
     assert!(rel_err(v1.inner(), v0.inner()) <= 1e-3, "running variance");
 }
+
+/// The fused residual sum + ReLU against `relu(a + b)`: output and both inputs' gradients,
+/// including the case where both inputs are the same tensor.
+#[test]
+fn fused_add_relu_matches_generic() {
+    use burn::tensor::activation::relu;
+    use densum::nn::add_relu;
+
+    let device = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let a = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
+    let b = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
+    let dy = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
+    assert!(densum::nn::fast_norm::fast_norm_applies(&a));
+    let run = |fused: bool| {
+        let (aa, ba) = (a.clone().require_grad(), b.clone().require_grad());
+        let y = if fused {
+            add_relu(aa.clone(), ba.clone())
+        } else {
+            relu(aa.clone() + ba.clone())
+        };
+        let grads = (y.clone() * dy.clone()).sum().backward();
+        (
+            y.inner(),
+            aa.grad(&grads).unwrap(),
+            ba.grad(&grads).unwrap(),
+        )
+    };
+    let (y0, da0, db0) = run(false);
+    let (y1, da1, db1) = run(true);
+    assert!(rel_err(y1, y0) <= 1e-6, "output");
+    assert!(rel_err(da1, da0) <= 1e-6, "first input's gradient");
+    assert!(rel_err(db1, db0) <= 1e-6, "second input's gradient");
+
+    // One tensor used twice: its gradient is the sum of both contributions.
+    let aa = a.clone().require_grad();
+    let g1 = (add_relu(aa.clone(), aa.clone()) * dy.clone())
+        .sum()
+        .backward();
+    let ab = a.clone().require_grad();
+    let g0 = (relu(ab.clone() + ab.clone()) * dy.clone())
+        .sum()
+        .backward();
+    assert!(rel_err(aa.grad(&g1).unwrap(), ab.grad(&g0).unwrap()) <= 1e-6);
+}

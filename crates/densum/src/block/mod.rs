@@ -24,7 +24,7 @@ pub use preact::{PreActBasic, PreActBottleneck};
 pub use res2::{Res2Bottleneck, Res2Module};
 
 use crate::connect::DenseSumConfig;
-use crate::nn::{AttentionKind, relu};
+use crate::nn::{AttentionKind, add_relu, relu};
 
 /// The kind of block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +176,34 @@ pub enum Block {
     DenseLayer(DenseLayer),
 }
 
+/// A block's output activation f, applied to what the connectivity aggregates
+/// (`Y_l = f(aggregate)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Post-activation blocks (ResNet, ResNeXt, Res2Net, ...): ReLU.
+    Relu,
+    /// Pre-activation blocks and dense layers: none.
+    Identity,
+}
+
+impl Activation {
+    /// `f(x)`.
+    pub fn apply(self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Activation::Relu => relu(x),
+            Activation::Identity => x,
+        }
+    }
+
+    /// `f(a + b)`: the residual sum, fused with the ReLU into one operation on Flex.
+    pub fn sum(self, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+        match self {
+            Activation::Relu => add_relu(a, b),
+            Activation::Identity => a + b,
+        }
+    }
+}
+
 impl Block {
     /// The block `cfg.kind` at position `args`.
     pub fn new(cfg: &BlockConfig, args: &BlockArgs, device: &Device) -> Self {
@@ -220,10 +248,12 @@ impl Block {
 
     /// The block's output activation f: ReLU after the sum for post-activation blocks, none
     /// for pre-activation ones.
-    pub fn finish(&self, sum: Tensor<4>) -> Tensor<4> {
+    pub fn activation(&self) -> Activation {
         match self {
-            Block::Basic(_) | Block::Bottleneck(_) | Block::Res2Bottleneck(_) => relu(sum),
-            Block::PreActBasic(_) | Block::PreActBottleneck(_) | Block::DenseLayer(_) => sum,
+            Block::Basic(_) | Block::Bottleneck(_) | Block::Res2Bottleneck(_) => Activation::Relu,
+            Block::PreActBasic(_) | Block::PreActBottleneck(_) | Block::DenseLayer(_) => {
+                Activation::Identity
+            }
         }
     }
 

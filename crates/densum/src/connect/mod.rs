@@ -26,6 +26,7 @@ pub mod dense_sum;
 pub mod rg;
 pub mod transition;
 
+use crate::block::Activation;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -131,7 +132,7 @@ impl Connect {
         branch: Tensor<4>,
         shortcut: Tensor<4>,
         history: &mut History,
-        finish: impl Fn(Tensor<4>) -> Tensor<4>,
+        f: Activation,
     ) -> Tensor<4> {
         match self.kind {
             ConnectKind::Concat => {
@@ -144,7 +145,7 @@ impl Connect {
                 let d = self.deluge.as_ref().expect("deluge connectivity");
                 d.aggregate(0, &history.parts)
             }
-            _ => finish(branch + shortcut),
+            _ => f.sum(branch, shortcut),
         }
     }
 
@@ -187,14 +188,14 @@ impl Connect {
     }
 
     /// Block `l`'s output (l >= 1) from its branch `branch`, the previous output `prev` and
-    /// the history; `finish` is the block's output activation.
+    /// the history; `f` is the block's output activation.
     pub fn aggregate(
         &self,
         l: usize,
         branch: Tensor<4>,
         prev: Tensor<4>,
         history: &mut History,
-        finish: impl Fn(Tensor<4>) -> Tensor<4>,
+        f: Activation,
     ) -> Tensor<4> {
         match (&self.kind, &self.dense, &self.rg) {
             (ConnectKind::Concat, _, _) => {
@@ -207,14 +208,14 @@ impl Connect {
                 d.aggregate(l, &history.parts)
             }
             (ConnectKind::DenseSum(_), Some(d), _) => {
-                finish(d.aggregate(l, branch, &history.normalised))
+                f.apply(d.aggregate(l, branch, &history.normalised))
             }
             (ConnectKind::DenseIdentity, _, _) => match &history.sum {
-                Some(s) => finish(branch + s.clone()),
-                None => finish(branch + prev),
+                Some(s) => f.sum(branch, s.clone()),
+                None => f.sum(branch, prev),
             },
             (ConnectKind::Rg(_), _, Some(rg)) => rg.aggregate(l, branch, prev),
-            _ => finish(branch + prev),
+            _ => f.sum(branch, prev),
         }
     }
 }

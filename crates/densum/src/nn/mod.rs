@@ -5,6 +5,7 @@ pub mod attention;
 pub mod conv;
 pub mod drop_path;
 pub mod fast_conv;
+pub mod fast_eltwise;
 pub mod fast_norm;
 pub mod norm;
 
@@ -14,5 +15,6 @@ pub use attention::{
 pub use conv::{Projection, batch_norm, conv, relu};
 pub use drop_path::DropPath;
 pub use fast_conv::{conv_forward, conv2d_fast};
+pub use fast_eltwise::add_relu;
 pub use fast_norm::{batch_norm_forward, conv_bn_forward, group_norm_forward};
 pub use norm::{FreeBatchNorm, FreeNorm, NormKind, ShortcutNorm, apply_free_norm, gn_groups};
