@@ -10,7 +10,7 @@ use super::{BlockArgs, BlockConfig, BlockOut, InnerShortcut, chain_macs};
 use crate::connect::{InnerDs, RgShortcut};
 use crate::nn::{
     Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
-    batch_norm, conv, conv_bn_forward, gn_groups, relu,
+    batch_norm, conv, conv_bn_forward, gn_groups,
 };
 
 /// Bottleneck block (stride on the 3x3 convolution, as torchvision). torchvision names, plus
@@ -97,7 +97,7 @@ impl Bottleneck {
         let a = maybe_gn(&self.gn1, conv_bn_forward(&self.conv1, &self.bn1, x, true));
         let (conv2, bn2) = (&self.conv2, &self.bn2);
         let b = match (&self.inner_ds, &self.inner_rg) {
-            (Some(ds), _) => relu(conv_bn_forward(conv2, bn2, a.clone(), false) + ds.forward(a)),
+            (Some(ds), _) => ds.aggregate(conv_bn_forward(conv2, bn2, a.clone(), false), a),
             (None, Some(rg)) => conv_bn_forward(conv2, bn2, a.clone(), true) + rg.forward(a),
             (None, None) => conv_bn_forward(conv2, bn2, a, true),
         };

@@ -13,6 +13,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::block::Activation;
+use crate::nn::fast_dense_sum::{dense_sum, dense_sum_stats, fast_dense_sum_applies};
 use crate::nn::{FreeNorm, NormKind, apply_free_norm};
 
 /// How a dense shortcut weights the outputs it reads (DSNet ablation).
@@ -113,6 +115,17 @@ impl DsWeight {
         }
     }
 
+    /// The weights as `[l, C]` (per channel) or `[l, 1]` (scalar), for the fused sum.
+    fn rows(&self) -> Tensor<2> {
+        match self {
+            DsWeight::Channel(w) => w.val(),
+            DsWeight::Scalar(w) => {
+                let [l] = w.dims();
+                w.val().reshape([l, 1])
+            }
+        }
+    }
+
     /// `W_{l,i} ⊙ t`.
     fn weigh(&self, i: usize, t: Tensor<4>) -> Tensor<4> {
         match self {
@@ -135,6 +148,41 @@ pub(crate) fn weighted_sum(weight: &Option<DsWeight>, history: &[Tensor<4>]) -> 
             None => t.clone(),
         })
         .reduce(|a, b| a + b)
+}
+
+/// One earlier output as a dense shortcut keeps it (a few per stage: size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum DsEntry {
+    /// `N(Y_i)`, normalised when recorded (Burn's composed operations).
+    Normalised(Tensor<4>),
+    /// `Y_i` itself (alive anyway as a later block's input) and its per-(image, group)
+    /// statistics (`None` without normalisation), for the fused sum.
+    Raw {
+        source: Tensor<4>,
+        stats: Option<Tensor<3>>,
+    },
+}
+
+/// What a stage's dense shortcuts remember of its earlier outputs.
+#[derive(Default)]
+pub struct DsHistory {
+    entries: Vec<DsEntry>,
+}
+
+/// What the fused sum needs to normalise `x` with `norm`: `Some(None)` without
+/// normalisation, `Some(Some(stats))` for a parameter-free group norm (also layer and instance
+/// norm), `None` when the fused sum does not apply (BatchNorm, other backends, or off).
+fn fused_stats(norm: &Option<FreeNorm>, x: &Tensor<4>) -> Option<Option<Tensor<3>>> {
+    if !fast_dense_sum_applies(x) {
+        return None;
+    }
+    match norm {
+        None => Some(None),
+        Some(FreeNorm::Group(gn)) if gn.gamma.is_none() && gn.beta.is_none() => {
+            Some(Some(dense_sum_stats(x, gn.num_groups, gn.epsilon)))
+        }
+        Some(_) => None,
+    }
 }
 
 /// The dense shortcuts of one stage: weights for blocks 1..n and the parameter-free
@@ -173,13 +221,7 @@ impl DenseSum {
     /// Records output `i` of the stage: normalise once, keep for every later block.
     /// `y` is the aggregation Y_i, `x` the branch output X_i (variant a reads X_i, with
     /// X_0 := Y_0).
-    pub(crate) fn record(
-        &self,
-        i: usize,
-        y: &Tensor<4>,
-        x: &Tensor<4>,
-        history: &mut Vec<Tensor<4>>,
-    ) {
+    pub(crate) fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut DsHistory) {
         let Some(norm) = self.ds_norm.get(i) else {
             return; // the last output is read by no later shortcut
         };
@@ -187,19 +229,60 @@ impl DenseSum {
             (DsVariant::B, _) | (DsVariant::A, 0) => y.clone(),
             (DsVariant::A, _) => x.clone(),
         };
-        history.push(apply_free_norm(norm, source));
+        history.entries.push(match fused_stats(norm, &source) {
+            Some(stats) => DsEntry::Raw { source, stats },
+            None => DsEntry::Normalised(apply_free_norm(norm, source)),
+        });
     }
 
-    /// `X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i`, before the block's output activation.
+    /// `f(X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i)`: one fused operation on Flex (see
+    /// `nn/fast_dense_sum.rs`), Burn's composed operations otherwise.
     pub(crate) fn aggregate(
         &self,
         l: usize,
         branch: Tensor<4>,
-        history: &[Tensor<4>],
+        history: &DsHistory,
+        f: Activation,
     ) -> Tensor<4> {
-        match weighted_sum(&self.ds[l - 1], &history[..l]) {
-            Some(s) => branch + s,
-            None => branch,
+        let entries = &history.entries[..l];
+        let raw: Option<Vec<(&Tensor<4>, &Option<Tensor<3>>)>> = entries
+            .iter()
+            .map(|e| match e {
+                DsEntry::Raw { source, stats } => Some((source, stats)),
+                DsEntry::Normalised(_) => None,
+            })
+            .collect();
+        if let Some(raw) = raw.filter(|r| !r.is_empty() && fast_dense_sum_applies(&branch)) {
+            let sources: Vec<Tensor<4>> = raw.iter().map(|(s, _)| (*s).clone()).collect();
+            let stats: Option<Vec<Tensor<3>>> = raw.iter().map(|(_, st)| (*st).clone()).collect();
+            // All entries of a stage are normalised alike; a mix would mean no normalisation
+            // for some, which `dense_sum` cannot express, so it takes the composed path.
+            if stats.is_some() || raw.iter().all(|(_, st)| st.is_none()) {
+                let weight = match &self.ds[l - 1] {
+                    Some(w) => w.rows(),
+                    None => Tensor::ones([l, 1], &branch.device()),
+                };
+                return dense_sum(
+                    branch,
+                    weight,
+                    &sources,
+                    stats.as_deref(),
+                    f == Activation::Relu,
+                );
+            }
+        }
+        // Composed: normalise what was kept raw (the fused sum did not apply after all).
+        let normalised: Vec<Tensor<4>> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match e {
+                DsEntry::Normalised(t) => t.clone(),
+                DsEntry::Raw { source, .. } => apply_free_norm(&self.ds_norm[i], source.clone()),
+            })
+            .collect();
+        match weighted_sum(&self.ds[l - 1], &normalised) {
+            Some(s) => f.apply(branch + s),
+            None => f.apply(branch),
         }
     }
 }
@@ -227,6 +310,25 @@ impl InnerDs {
             weight: len.map(|n| Param::from_tensor(Tensor::ones([n], device))),
             norm: FreeNorm::new(cfg.norm, channels, gn_base, device),
         }
+    }
+
+    /// `ReLU(branch + w ⊙ N(a))`: the inner shortcut added to the 3x3 convolution's
+    /// normalised output `branch`; one fused operation on Flex.
+    pub fn aggregate(&self, branch: Tensor<4>, a: Tensor<4>) -> Tensor<4> {
+        if fast_dense_sum_applies(&branch)
+            && let Some(stats) = fused_stats(&self.norm, &a)
+        {
+            let weight = match &self.weight {
+                Some(w) => {
+                    let [k] = w.dims();
+                    w.val().reshape([1, k])
+                }
+                None => Tensor::ones([1, 1], &branch.device()),
+            };
+            let stats = stats.map(|s| vec![s]);
+            return dense_sum(branch, weight, &[a], stats.as_deref(), true);
+        }
+        burn::tensor::activation::relu(branch + self.forward(a))
     }
 
     /// `w ⊙ N(a)`.

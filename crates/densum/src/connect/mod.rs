@@ -91,8 +91,8 @@ pub struct Connect {
 /// What a stage remembers of its earlier outputs while it runs.
 #[derive(Default)]
 pub struct History {
-    /// Normalised earlier outputs (dense sums).
-    normalised: Vec<Tensor<4>>,
+    /// Earlier outputs as the dense sums read them.
+    dense: dense_sum::DsHistory,
     /// Running sum of earlier outputs (dense identity).
     sum: Option<Tensor<4>>,
     /// The stage input and every block's branch (concatenation, cross-layer combination),
@@ -171,7 +171,7 @@ impl Connect {
         match self.kind {
             ConnectKind::DenseSum(_) => {
                 if let Some(d) = &self.dense {
-                    d.record(i, y, x, &mut history.normalised);
+                    d.record(i, y, x, &mut history.dense);
                 }
             }
             ConnectKind::DenseIdentity => {
@@ -207,9 +207,7 @@ impl Connect {
                 let d = self.deluge.as_ref().expect("deluge connectivity");
                 d.aggregate(l, &history.parts)
             }
-            (ConnectKind::DenseSum(_), Some(d), _) => {
-                f.apply(d.aggregate(l, branch, &history.normalised))
-            }
+            (ConnectKind::DenseSum(_), Some(d), _) => d.aggregate(l, branch, &history.dense, f),
             (ConnectKind::DenseIdentity, _, _) => match &history.sum {
                 Some(s) => f.sum(branch, s.clone()),
                 None => f.sum(branch, prev),

@@ -1,0 +1,638 @@
+//! DSNet's dense shortcut, `f(X_l + Σ_{i<l} W_{l,i} ⊙ N(Y_i))`, as one differentiable
+//! operation on Flex: the parameter-free group normalisation N, the per-channel (or scalar)
+//! weights, the branch and the output ReLU f together.
+//!
+//! Why: composed of Burn's operations, the shortcut keeps every normalised `N(Y_i)` alive until
+//! the backward pass (one extra activation per block, which is DSNet's whole memory overhead
+//! over ResNet) and costs one multiply and one add per earlier output, each with its own
+//! backward. Here:
+//!
+//! - each `Y_i`'s statistics (mean and inverse deviation per image and group) are computed
+//!   once, when the output is produced ([`dense_sum_stats`]), and shared by every later block;
+//! - forward: `out = f(X + Σ_i (w_i r_i) Y_i − Σ_i w_i r_i μ_i)` per plane, one pass; the
+//!   operation keeps the `Y_i` (alive anyway: each is a later convolution's input), the
+//!   statistics, the weights and, with ReLU, its output (the next block's input) — no
+//!   per-term intermediate;
+//! - backward, one pass for every reduction (`Σ g` and `Σ g·x̂_i` per image and channel, from
+//!   which come the weight gradients and the normalisation's statistics terms) and one pass
+//!   per earlier output for its gradient `r (w g − mean(w g) − x̂ mean(w g x̂))`, which includes
+//!   the gradient through the statistics. `g` (the output gradient under the ReLU's mask) is
+//!   the branch's gradient.
+//!
+//! Mechanism as in `fast_norm.rs`: a backend extension implemented for `Flex` (kernels over
+//! rayon threads) and `Autodiff<Flex, C>` (custom backward). Burn's autodiff steps have a fixed
+//! number of parents, so one operation takes at most [`MAX_TERMS`] earlier outputs and longer
+//! histories are chained. Other backends, dtypes and BatchNorm as N use the composed path in
+//! `connect/dense_sum.rs`; tests compare both.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::mem::MaybeUninit;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::fast_conv::{assume_init, uninit_buffer, values};
+use super::fast_norm::fast_norm_applies;
+
+/// Earlier outputs one fused operation reads; longer histories are chained (see
+/// [`dense_sum`]).
+pub const MAX_TERMS: usize = 6;
+
+/// The fused dense shortcut.
+#[backend_extension(Flex, Autodiff)]
+pub trait FastDenseSumBackend: Backend {
+    /// Mean and inverse deviation `1/sqrt(σ² + ε)` of `x` `[N, C, H, W]` per image and group of
+    /// `C / groups` channels, as `[N, groups, 2]`. Not differentiable: the gradient through the
+    /// statistics is part of [`dense_sum`](Self::dense_sum)'s backward.
+    fn dense_sum_stats(x: FloatTensor<Self>, groups: usize, epsilon: f64) -> FloatTensor<Self>;
+
+    /// `f(branch + Σ_{i<terms} weight[i] ⊙ (y_i − μ_i) · r_i)` over the earlier outputs
+    /// `y0`, `y1`, ... (slots from `terms` on are ignored), with `stats[i] = [μ_i, r_i]` per
+    /// image and group (`[terms, N, groups, 2]`, from
+    /// [`dense_sum_stats`](Self::dense_sum_stats) of each `y_i`) when `normalise`, without
+    /// normalisation (and `stats` ignored) otherwise; `f` is ReLU when `relu`. `weight` is
+    /// `[terms, C]` (per channel) or `[terms, 1]` (one scalar per term). (Burn's extensions
+    /// take neither lists nor options of tensors, hence one argument per slot.)
+    #[allow(clippy::too_many_arguments)]
+    fn dense_sum(
+        branch: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        y0: FloatTensor<Self>,
+        y1: FloatTensor<Self>,
+        y2: FloatTensor<Self>,
+        y3: FloatTensor<Self>,
+        y4: FloatTensor<Self>,
+        y5: FloatTensor<Self>,
+        terms: usize,
+        normalise: bool,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// `Σ f(aᵢ, bᵢ)` in eight independent f32 lanes (vectorisable), returned as f64.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        let x: &[f32; 8] = x.try_into().expect("chunk of 8");
+        let y: &[f32; 8] = y.try_into().expect("chunk of 8");
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Mean and inverse deviation of every contiguous block of `x` (one per image and group),
+/// interleaved: `[μ_0, r_0, μ_1, r_1, ...]`. Two passes per block, as the fused GroupNorm.
+fn stats_kernel(x: &[f32], blocks: usize, epsilon: f64) -> Vec<f32> {
+    let len = (x.len() / blocks.max(1)).max(1);
+    let per: Vec<(f32, f32)> = x
+        .par_chunks(len)
+        .map(|xs| {
+            let n = xs.len().max(1) as f64;
+            let mean = lane_sum(xs, xs, |v, _| v) / n;
+            let m = mean as f32;
+            let var = lane_sum(xs, xs, |v, _| (v - m) * (v - m)) / n;
+            (m, (1.0 / (var + epsilon).sqrt()) as f32)
+        })
+        .collect();
+    per.iter().flat_map(|&(m, r)| [m, r]).collect()
+}
+
+/// Shapes and layout of one fused sum.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Images, channels, positions per plane.
+    n: usize,
+    c: usize,
+    s: usize,
+    /// Earlier outputs summed.
+    terms: usize,
+    /// Weight columns: `c` (per channel) or 1 (scalar).
+    cw: usize,
+    /// Normalisation groups (0: no normalisation).
+    groups: usize,
+}
+
+impl Layout {
+    /// `stats_shape` is `[terms, N, groups, 2]`, or `None` without normalisation.
+    fn new(
+        shape: &[usize],
+        terms: usize,
+        weight_shape: &[usize],
+        stats_shape: Option<&[usize]>,
+    ) -> Self {
+        let (n, c) = (shape[0], shape[1]);
+        let s = shape[2..].iter().product();
+        let cw = weight_shape.get(1).copied().unwrap_or(1);
+        assert_eq!(weight_shape[0], terms, "one weight row per earlier output");
+        assert!(cw == c || cw == 1, "weights per channel or one per output");
+        let groups = stats_shape.map_or(0, |s| {
+            assert_eq!(s[..2], [terms, n], "statistics of every term and image");
+            s[2]
+        });
+        assert!(
+            groups == 0 || c.is_multiple_of(groups),
+            "groups divide channels"
+        );
+        Layout {
+            n,
+            c,
+            s,
+            terms,
+            cw,
+            groups,
+        }
+    }
+
+    fn weight(&self, w: &[f32], i: usize, ci: usize) -> f32 {
+        w[i * self.cw + if self.cw == 1 { 0 } else { ci }]
+    }
+
+    /// `(μ, r)` of term `i` for image `ni`, channel `ci`: `(0, 1)` without normalisation.
+    fn stat(&self, stats: &[f32], i: usize, ni: usize, ci: usize) -> (f32, f32) {
+        if self.groups == 0 {
+            return (0.0, 1.0);
+        }
+        let k = 2 * ((i * self.n + ni) * self.groups + ci / (self.c / self.groups));
+        (stats[k], stats[k + 1])
+    }
+}
+
+/// The forward pass, images over threads.
+fn forward_kernel(
+    branch: &[f32],
+    weight: &[f32],
+    sources: &[Cow<'_, [f32]>],
+    stats: &[f32],
+    relu: bool,
+    lay: Layout,
+) -> Vec<f32> {
+    let (c, s) = (lay.c, lay.s);
+    let mut out = uninit_buffer(lay.n * c * s);
+    if out.is_empty() {
+        // SAFETY: empty.
+        return unsafe { assume_init(out) };
+    }
+    out.par_chunks_mut(c * s)
+        .enumerate()
+        .for_each(|(ni, image)| {
+            let mut coef = vec![0f32; lay.terms];
+            for (ci, o) in image.chunks_mut(s).enumerate() {
+                let off = (ni * c + ci) * s;
+                let mut shift = 0f32;
+                for (i, a) in coef.iter_mut().enumerate() {
+                    let (mean, inv) = lay.stat(stats, i, ni, ci);
+                    *a = lay.weight(weight, i, ci) * inv;
+                    shift -= *a * mean;
+                }
+                let b = &branch[off..off + s];
+                // First term with the branch and the shift: initialises the plane.
+                let last = lay.terms <= 1;
+                let finish = |v: f32| if relu && last { v.max(0.0) } else { v };
+                match lay.terms {
+                    0 => o
+                        .iter_mut()
+                        .zip(b)
+                        .for_each(|(o, &b)| *o = MaybeUninit::new(finish(b + shift))),
+                    _ => {
+                        let (a, y) = (coef[0], &sources[0][off..off + s]);
+                        o.iter_mut().zip(b.iter().zip(y)).for_each(|(o, (&b, &y))| {
+                            *o = MaybeUninit::new(finish(b + shift + a * y))
+                        });
+                    }
+                }
+                // SAFETY: every value of the plane was written just above.
+                let o: &mut [f32] =
+                    unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast(), o.len()) };
+                for i in 1..lay.terms {
+                    let (a, y) = (coef[i], &sources[i][off..off + s]);
+                    if relu && i + 1 == lay.terms {
+                        o.iter_mut()
+                            .zip(y)
+                            .for_each(|(o, &y)| *o = (*o + a * y).max(0.0));
+                    } else {
+                        o.iter_mut().zip(y).for_each(|(o, &y)| *o += a * y);
+                    }
+                }
+            }
+        });
+    // SAFETY: every plane of `out` was written above.
+    unsafe { assume_init(out) }
+}
+
+/// Gradients of the fused sum: `(branch, weight, sources)`, a source's gradient only where
+/// `want[i]`.
+struct Grads {
+    branch: Vec<f32>,
+    weight: Vec<f32>,
+    sources: Vec<Option<Vec<f32>>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_kernel(
+    grad: &[f32],
+    out: Option<&[f32]>,
+    weight: &[f32],
+    sources: &[Cow<'_, [f32]>],
+    stats: &[f32],
+    want: &[bool],
+    lay: Layout,
+) -> Grads {
+    let (n, c, s, terms) = (lay.n, lay.c, lay.s, lay.terms);
+    let image = c * s;
+    // Pass 1, per image: g = grad under the ReLU mask (the branch's gradient), and per channel
+    // A = Σ g and B_i = Σ g · x̂_i.
+    let mut g = uninit_buffer(n * image);
+    let sums: Vec<Vec<f32>> = if image == 0 {
+        vec![vec![0.0; c * (1 + terms)]; n]
+    } else {
+        g.par_chunks_mut(image)
+            .enumerate()
+            .map(|(ni, gi)| {
+                let mut sums = vec![0f32; c * (1 + terms)];
+                for (ci, gp) in gi.chunks_mut(s).enumerate() {
+                    let off = (ni * c + ci) * s;
+                    let d = &grad[off..off + s];
+                    match out {
+                        Some(o) => gp.iter_mut().zip(d.iter().zip(&o[off..off + s])).for_each(
+                            |(g, (&d, &o))| *g = MaybeUninit::new(if o > 0.0 { d } else { 0.0 }),
+                        ),
+                        None => gp
+                            .iter_mut()
+                            .zip(d)
+                            .for_each(|(g, &d)| *g = MaybeUninit::new(d)),
+                    }
+                    // SAFETY: the plane was written just above.
+                    let gp: &[f32] =
+                        unsafe { std::slice::from_raw_parts(gp.as_ptr().cast(), gp.len()) };
+                    sums[ci] = lane_sum(gp, gp, |g, _| g) as f32;
+                    for i in 0..terms {
+                        let (mean, inv) = lay.stat(stats, i, ni, ci);
+                        let y = &sources[i][off..off + s];
+                        sums[c * (1 + i) + ci] =
+                            (lane_sum(gp, y, |g, y| g * (y - mean)) * inv as f64) as f32;
+                    }
+                }
+                sums
+            })
+            .collect()
+    };
+    // SAFETY: every plane of `g` was written above.
+    let g = unsafe { assume_init(g) };
+
+    // Weight gradient: Σ over images (and channels, for scalar weights) of B_i.
+    let mut dweight = vec![0f32; terms * lay.cw];
+    for per in &sums {
+        for i in 0..terms {
+            for ci in 0..c {
+                let k = i * lay.cw + if lay.cw == 1 { 0 } else { ci };
+                dweight[k] += per[c * (1 + i) + ci];
+            }
+        }
+    }
+
+    // Pass 2, per earlier output: dY_i = r (w g − mean_grp(w g) − x̂ mean_grp(w g x̂)), or w g
+    // without normalisation; as `α g + β y + γ` per plane.
+    let cpg = c.checked_div(lay.groups).unwrap_or(1);
+    let count = (cpg * s).max(1) as f32;
+    let dsources = (0..terms)
+        .map(|i| {
+            if !want[i] {
+                return None;
+            }
+            let mut dy = uninit_buffer(n * image);
+            if image == 0 {
+                // SAFETY: empty.
+                return Some(unsafe { assume_init(dy) });
+            }
+            let y = &sources[i];
+            dy.par_chunks_mut(image).enumerate().for_each(|(ni, di)| {
+                let per = &sums[ni];
+                for (ci, dp) in di.chunks_mut(s).enumerate() {
+                    let off = (ni * c + ci) * s;
+                    let w = lay.weight(weight, i, ci);
+                    let (mean, inv) = lay.stat(stats, i, ni, ci);
+                    let (alpha, beta, gamma) = if lay.groups == 0 {
+                        (w, 0.0, 0.0)
+                    } else {
+                        let first = ci / cpg * cpg;
+                        let (mut sdn, mut sdnx) = (0f32, 0f32);
+                        for cj in first..first + cpg {
+                            let wj = lay.weight(weight, i, cj);
+                            sdn += wj * per[cj];
+                            sdnx += wj * per[c * (1 + i) + cj];
+                        }
+                        let beta = -inv * inv * sdnx / count;
+                        (w * inv, beta, -inv * sdn / count - beta * mean)
+                    };
+                    let (gp, yp) = (&g[off..off + s], &y[off..off + s]);
+                    dp.iter_mut()
+                        .zip(gp.iter().zip(yp))
+                        .for_each(|(d, (&g, &y))| {
+                            *d = MaybeUninit::new(alpha * g + beta * y + gamma)
+                        });
+                }
+            });
+            // SAFETY: every plane of `dy` was written above.
+            Some(unsafe { assume_init(dy) })
+        })
+        .collect();
+    Grads {
+        branch: g,
+        weight: dweight,
+        sources: dsources,
+    }
+}
+
+/// The first `terms` slots.
+fn present<T>(slots: [T; MAX_TERMS], terms: usize) -> Vec<T> {
+    assert!((1..=MAX_TERMS).contains(&terms), "1 to {MAX_TERMS} terms");
+    slots.into_iter().take(terms).collect()
+}
+
+/// The forward pass on Flex tensors.
+fn forward_flex(
+    branch: &FlexTensor,
+    weight: &FlexTensor,
+    stats: Option<&FlexTensor>,
+    sources: &[FlexTensor],
+    relu: bool,
+) -> FlexTensor {
+    let shape = branch.shape().to_vec();
+    let st_shape = stats.map(|t| t.shape().to_vec());
+    let lay = Layout::new(&shape, sources.len(), &weight.shape(), st_shape.as_deref());
+    let src: Vec<_> = sources.iter().map(values).collect();
+    let st = stats.map(values);
+    let out = forward_kernel(
+        &values(branch),
+        &values(weight),
+        &src,
+        st.as_deref().unwrap_or(&[]),
+        relu,
+        lay,
+    );
+    flex(out, shape)
+}
+
+impl FastDenseSumBackend for Flex {
+    fn dense_sum_stats(x: FlexTensor, groups: usize, epsilon: f64) -> FlexTensor {
+        let n = x.shape()[0];
+        flex(
+            stats_kernel(&values(&x), n * groups, epsilon),
+            vec![n, groups, 2],
+        )
+    }
+
+    fn dense_sum(
+        branch: FlexTensor,
+        weight: FlexTensor,
+        stats: FlexTensor,
+        y0: FlexTensor,
+        y1: FlexTensor,
+        y2: FlexTensor,
+        y3: FlexTensor,
+        y4: FlexTensor,
+        y5: FlexTensor,
+        terms: usize,
+        normalise: bool,
+        relu: bool,
+    ) -> FlexTensor {
+        let sources = present([y0, y1, y2, y3, y4, y5], terms);
+        forward_flex(
+            &branch,
+            &weight,
+            normalise.then_some(&stats),
+            &sources,
+            relu,
+        )
+    }
+}
+
+/// Saved for the backward pass: the earlier outputs, their statistics, the weights (all
+/// shared, not copied) and the output when fused with ReLU (the next block's input).
+type SumState = (
+    Vec<FlexTensor>,
+    Option<FlexTensor>,
+    FlexTensor,
+    Option<FlexTensor>,
+);
+
+/// The backward step of a fused sum with `N` parents: branch, weights, `N − 2` earlier outputs.
+#[derive(Debug)]
+struct DenseSumBackward<const N: usize>;
+
+impl<const N: usize> Backward<Flex, N> for DenseSumBackward<N> {
+    type State = SumState;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (sources, stats, weight, out) = ops.state;
+        let shape = grad.shape().to_vec();
+        let wshape = weight.shape().to_vec();
+        let st_shape = stats.as_ref().map(|t| t.shape().to_vec());
+        let lay = Layout::new(&shape, sources.len(), &wshape, st_shape.as_deref());
+        let src: Vec<_> = sources.iter().map(values).collect();
+        let st = stats.as_ref().map(values);
+        let want: Vec<bool> = ops.parents[2..].iter().map(Option::is_some).collect();
+        let out = out.as_ref().map(values);
+        let d = backward_kernel(
+            &values(&grad),
+            out.as_deref(),
+            &values(&weight),
+            &src,
+            st.as_deref().unwrap_or(&[]),
+            &want,
+            lay,
+        );
+        if let Some(node) = &ops.parents[0] {
+            grads.register::<Flex>(node.id, flex(d.branch, shape.clone()));
+        }
+        if let Some(node) = &ops.parents[1] {
+            grads.register::<Flex>(node.id, flex(d.weight, wshape));
+        }
+        for (node, dy) in ops.parents[2..].iter().zip(d.sources) {
+            if let (Some(node), Some(dy)) = (node, dy) {
+                grads.register::<Flex>(node.id, flex(dy, shape.clone()));
+            }
+        }
+    }
+}
+
+/// [`FastDenseSumBackend::dense_sum`] on autodiff with `N − 2` earlier outputs.
+fn tracked_sum<C: CheckpointStrategy, const N: usize>(
+    branch: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    stats: Option<FloatTensor<Autodiff<Flex, C>>>,
+    sources: Vec<FloatTensor<Autodiff<Flex, C>>>,
+    relu: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let mut nodes = vec![branch.node(), weight.node()];
+    nodes.extend(sources.iter().map(|s| s.node()));
+    let nodes: [_; N] = nodes.try_into().expect("N parents");
+    let stats = stats.map(|s| s.into_primitive());
+    let sources: Vec<FlexTensor> = sources.into_iter().map(|s| s.into_primitive()).collect();
+    let (branch, weight) = (branch.into_primitive(), weight.into_primitive());
+    let out = forward_flex(&branch, &weight, stats.as_ref(), &sources, relu);
+    match DenseSumBackward::<N>
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let kept = relu.then(|| out.clone());
+            prep.finish((sources, stats, weight, kept), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+impl<C: CheckpointStrategy> FastDenseSumBackend for Autodiff<Flex, C> {
+    fn dense_sum_stats(x: FloatTensor<Self>, groups: usize, epsilon: f64) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(Flex::dense_sum_stats(x.into_primitive(), groups, epsilon))
+    }
+
+    fn dense_sum(
+        branch: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        y0: FloatTensor<Self>,
+        y1: FloatTensor<Self>,
+        y2: FloatTensor<Self>,
+        y3: FloatTensor<Self>,
+        y4: FloatTensor<Self>,
+        y5: FloatTensor<Self>,
+        terms: usize,
+        normalise: bool,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let sources = present([y0, y1, y2, y3, y4, y5], terms);
+        let args = (branch, weight, normalise.then_some(stats));
+        match sources.len() {
+            1 => tracked_sum::<C, 3>(args.0, args.1, args.2, sources, relu),
+            2 => tracked_sum::<C, 4>(args.0, args.1, args.2, sources, relu),
+            3 => tracked_sum::<C, 5>(args.0, args.1, args.2, sources, relu),
+            4 => tracked_sum::<C, 6>(args.0, args.1, args.2, sources, relu),
+            5 => tracked_sum::<C, 7>(args.0, args.1, args.2, sources, relu),
+            6 => tracked_sum::<C, 8>(args.0, args.1, args.2, sources, relu),
+            other => unreachable!("1 to {MAX_TERMS} terms, not {other}"),
+        }
+    }
+}
+
+thread_local! {
+    /// Whether this thread's dense shortcuts must take the composed path (tests, comparisons).
+    static FORCE_GENERIC: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the dense shortcuts on this thread composed of Burn's generic operations
+/// (for comparisons against the fused operation; other fast paths are unaffected).
+pub fn with_generic_dense_sum<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCE_GENERIC.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCE_GENERIC.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether the fused dense sum runs for `x`: Flex (with or without autodiff), f32, fast paths
+/// enabled and not overridden by [`with_generic_dense_sum`].
+pub fn fast_dense_sum_applies(x: &Tensor<4>) -> bool {
+    !FORCE_GENERIC.with(Cell::get) && fast_norm_applies(x)
+}
+
+/// Per-(image, group) mean and inverse deviation of `x` for [`dense_sum`] (detached; the
+/// gradient through them is [`dense_sum`]'s).
+pub fn dense_sum_stats(x: &Tensor<4>, groups: usize, epsilon: f64) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FastDenseSumBackend>::dense_sum_stats(
+        x.clone().detach().into_dispatch(),
+        groups,
+        epsilon,
+    ))
+}
+
+/// `f(branch + Σ_i weight[i] ⊙ N(sources[i]))` as fused operations (one per [`MAX_TERMS`]
+/// earlier outputs): `N` normalises with `stats[i]` from [`dense_sum_stats`] of `sources[i]`,
+/// or is the identity when `stats` is `None`; `weight` is `[terms, C]` or `[terms, 1]`; `f` is
+/// ReLU when `relu`. Only for tensors where [`fast_dense_sum_applies`].
+pub fn dense_sum(
+    branch: Tensor<4>,
+    weight: Tensor<2>,
+    sources: &[Tensor<4>],
+    stats: Option<&[Tensor<3>]>,
+    relu: bool,
+) -> Tensor<4> {
+    let terms = sources.len();
+    assert_eq!(weight.dims()[0], terms, "one weight row per earlier output");
+    if let Some(stats) = stats {
+        assert_eq!(stats.len(), terms, "statistics for every earlier output");
+    }
+    if terms == 0 {
+        return if relu {
+            burn::tensor::activation::relu(branch)
+        } else {
+            branch
+        };
+    }
+    let chunks = terms.div_ceil(MAX_TERMS);
+    let mut acc = branch;
+    for k in 0..chunks {
+        let (start, end) = (k * MAX_TERMS, ((k + 1) * MAX_TERMS).min(terms));
+        let w = if chunks == 1 {
+            weight.clone()
+        } else {
+            weight.clone().narrow(0, start, end - start)
+        };
+        let st = stats.map(|s| {
+            let parts: Vec<Tensor<4>> = s[start..end]
+                .iter()
+                .map(|t| t.clone().unsqueeze())
+                .collect();
+            Tensor::cat(parts, 0)
+        });
+        let normalise = st.is_some();
+        // Unused slots repeat the last term (the operation ignores them).
+        let ys: [_; MAX_TERMS] =
+            std::array::from_fn(|k| sources[(start + k).min(end - 1)].clone().into_dispatch());
+        let [y0, y1, y2, y3, y4, y5] = ys;
+        acc = Tensor::from_dispatch(<Dispatch as FastDenseSumBackend>::dense_sum(
+            acc.into_dispatch(),
+            w.clone().into_dispatch(),
+            st.map_or_else(|| w.into_dispatch(), Tensor::into_dispatch),
+            y0,
+            y1,
+            y2,
+            y3,
+            y4,
+            y5,
+            end - start,
+            normalise,
+            relu && k + 1 == chunks,
+        ));
+    }
+    acc
+}

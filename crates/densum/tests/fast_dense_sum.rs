@@ -1,0 +1,257 @@
+//! The fused dense shortcut (nn/fast_dense_sum.rs) against Burn's composed operations: the
+//! operation alone (outputs, gradients of the branch, every earlier output and the weights,
+//! for group/layer/instance norm and none, channel and scalar weights, with and without ReLU,
+//! short and chained histories), and whole DSNet / DS2Net models (logits, every parameter's
+//! gradient and the input's), to a relative error of 1e-4.
+
+use std::collections::HashMap;
+
+use burn::module::{ModuleVisitor, Param};
+use burn::nn::GroupNormConfig;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Distribution, Tensor};
+use densum::nn::fast_dense_sum::{
+    MAX_TERMS, dense_sum, dense_sum_stats, fast_dense_sum_applies, with_generic_dense_sum,
+};
+use densum::weights::PathTracker;
+use densum::zoo::{self, Dataset, ModelOptions};
+use densum::{Net, burn};
+
+/// max |a - b| / max(max |b|, tiny): a relative error over the whole tensor.
+fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
+    (a - b).abs().max().into_scalar::<f32>() / scale
+}
+
+/// Norm of the fused sum: `Some(groups)` for a parameter-free group norm, `None` for none.
+fn check_sum(terms: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {
+    let device = Device::flex().autodiff();
+    let (n, c, h, w) = (3, 6, 5, 4);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let branch = Tensor::<4>::random([n, c, h, w], normal, &device);
+    // Earlier outputs with a mean and a spread of their own, so that the normalisation and the
+    // gradient through its statistics matter.
+    let ys: Vec<Tensor<4>> = (0..terms)
+        .map(|i| {
+            Tensor::random(
+                [n, c, h, w],
+                Distribution::Normal(i as f64 - 1.0, 0.5 + i as f64),
+                &device,
+            )
+        })
+        .collect();
+    let wshape = [terms, if scalar { 1 } else { c }];
+    let weight = Tensor::<2>::random(wshape, normal, &device);
+    let dy = Tensor::<4>::random([n, c, h, w], normal, &device);
+    assert!(
+        fast_dense_sum_applies(&branch),
+        "must exercise the fused path"
+    );
+    let case = format!("terms {terms}, norm {norm:?}, scalar {scalar}, relu {relu_out}");
+
+    let run = |fused: bool| {
+        let b = branch.clone().require_grad();
+        let ws = weight.clone().require_grad();
+        let ys: Vec<Tensor<4>> = ys.iter().map(|y| y.clone().require_grad()).collect();
+        let out = if fused {
+            let stats: Option<Vec<Tensor<3>>> =
+                norm.map(|g| ys.iter().map(|y| dense_sum_stats(y, g, 1e-5)).collect());
+            dense_sum(b.clone(), ws.clone(), &ys, stats.as_deref(), relu_out)
+        } else {
+            let mut acc = b.clone();
+            for (i, y) in ys.iter().enumerate() {
+                let x = match norm {
+                    Some(g) => GroupNormConfig::new(g, c)
+                        .with_affine(false)
+                        .init(&device)
+                        .forward(y.clone()),
+                    None => y.clone(),
+                };
+                let wi = ws.clone().narrow(0, i, 1).reshape([1, wshape[1], 1, 1]);
+                acc = acc + x * wi;
+            }
+            if relu_out { relu(acc) } else { acc }
+        };
+        let grads = (out.clone() * dy.clone()).sum().backward();
+        let dys: Vec<Tensor<4>> = ys.iter().map(|y| y.grad(&grads).unwrap()).collect();
+        (
+            out.inner(),
+            b.grad(&grads).unwrap(),
+            ws.grad(&grads).unwrap(),
+            dys,
+        )
+    };
+    let (o0, db0, dw0, dys0) = run(false);
+    let (o1, db1, dw1, dys1) = run(true);
+    assert!(rel_err(o1, o0) <= 1e-4, "output: {case}");
+    assert!(rel_err(db1, db0) <= 1e-4, "branch gradient: {case}");
+    assert!(rel_err(dw1, dw0) <= 1e-4, "weight gradient: {case}");
+    for (i, (a, b)) in dys1.into_iter().zip(dys0).enumerate() {
+        assert!(rel_err(a, b) <= 1e-4, "gradient of output {i}: {case}");
+    }
+}
+
+#[test]
+fn fused_sum_matches_composed() {
+    // GroupNorm (3 groups of 2), LayerNorm (1 group), InstanceNorm (a group per channel), none.
+    for norm in [Some(3), Some(1), Some(6), None] {
+        for (scalar, relu_out) in [(false, true), (true, false), (false, false), (true, true)] {
+            for terms in [1, 3] {
+                check_sum(terms, norm, scalar, relu_out);
+            }
+        }
+    }
+}
+
+#[test]
+fn long_histories_chain_fused_sums() {
+    // More earlier outputs than one operation takes (ResNet-101's third stage has 22).
+    check_sum(MAX_TERMS + 3, Some(3), false, true);
+    check_sum(2 * MAX_TERMS, None, true, true);
+}
+
+#[test]
+fn inference_device_matches_composed() {
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let branch = Tensor::<4>::random([2, 4, 3, 3], normal, &device);
+    let y = Tensor::<4>::random([2, 4, 3, 3], Distribution::Normal(2.0, 3.0), &device);
+    let w = Tensor::<2>::random([1, 4], normal, &device);
+    let stats = dense_sum_stats(&y, 2, 1e-5);
+    let fused = dense_sum(
+        branch.clone(),
+        w.clone(),
+        std::slice::from_ref(&y),
+        Some(&[stats]),
+        true,
+    );
+    let gn = GroupNormConfig::new(2, 4).with_affine(false).init(&device);
+    let composed = relu(branch + gn.forward(y) * w.reshape([1, 4, 1, 1]));
+    assert!(rel_err(fused, composed) <= 1e-5);
+}
+
+struct Grads<'a> {
+    path: PathTracker,
+    grads: &'a burn::tensor::Gradients,
+    out: HashMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for Grads<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            let n = g.shape().num_elements();
+            self.out.insert(self.path.current().0, g.reshape([n]));
+        }
+    }
+}
+
+/// Logits, input gradient and every parameter's gradient of one model on one batch, with the
+/// dense shortcuts fused or composed (same weights, same batch).
+fn model_step(
+    net: &Net,
+    x: &Tensor<4>,
+    probe: &Tensor<2>,
+    fused: bool,
+) -> (Tensor<2>, Tensor<4>, HashMap<String, Tensor<1>>) {
+    let step = || {
+        let xa = x.clone().require_grad();
+        let logits = net.forward(xa.clone());
+        let grads = (logits.clone() * probe.clone()).sum().backward();
+        let mut v = Grads {
+            path: PathTracker::for_module(net),
+            grads: &grads,
+            out: HashMap::new(),
+        };
+        burn::module::Module::visit(net, &mut v);
+        (logits.inner(), xa.grad(&grads).unwrap(), v.out)
+    };
+    if fused {
+        step()
+    } else {
+        with_generic_dense_sum(step)
+    }
+}
+
+fn check_model(model: &str, options: ModelOptions) {
+    let device = Device::flex().autodiff();
+    let spec = zoo::resolve(model, &options).unwrap();
+    let net = burn::module::Module::train(Net::new(&spec.config, &device));
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<4>::random([2, 3, 16, 16], normal, &device);
+    assert!(fast_dense_sum_applies(&x), "must exercise the fused path");
+    let probe = Tensor::<2>::random([2, spec.config.num_classes], normal, &device);
+    let (l0, dx0, g0) = model_step(&net, &x, &probe, false);
+    let (l1, dx1, g1) = model_step(&net, &x, &probe, true);
+    assert!(rel_err(l1, l0) <= 1e-4, "{model}: logits");
+    assert!(rel_err(dx1, dx0) <= 1e-4, "{model}: input gradient");
+    assert_eq!(
+        g0.len(),
+        g1.len(),
+        "{model}: the same parameters have gradients"
+    );
+    let mut ds = 0;
+    for (name, want) in g0 {
+        let got = g1[&name].clone();
+        // Floor at a small absolute scale: some gradients vanish in exact arithmetic (a
+        // convolution bias-free output followed by a batch-statistics normalisation).
+        let scale = want.clone().abs().max().into_scalar::<f32>().max(1e-3);
+        let err = (got - want).abs().max().into_scalar::<f32>() / scale;
+        assert!(
+            err <= 1e-4,
+            "{model}: gradient of `{name}` differs by {err:.2e}"
+        );
+        ds += name.contains("ds") as usize;
+    }
+    let weighted = options.ds_weight != Some(densum::connect::DsWeightKind::None);
+    assert!(
+        ds > 0 || !weighted,
+        "{model}: dense shortcut weights have gradients"
+    );
+}
+
+fn options() -> ModelOptions {
+    ModelOptions {
+        dataset: Some(Dataset::Cifar100),
+        width: Some(0.125),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn dsnet_model_matches_composed() {
+    check_model("dsnet50", options());
+}
+
+#[test]
+fn ds2net_model_matches_composed() {
+    check_model("ds2net50", options());
+}
+
+#[test]
+fn dsnet_variants_match_composed() {
+    use densum::connect::DsWeightKind;
+    use densum::nn::NormKind;
+    check_model("dsnet26_a", options());
+    check_model(
+        "dsnet26",
+        ModelOptions {
+            ds_norm: Some(NormKind::Ln),
+            ds_weight: Some(DsWeightKind::Scalar),
+            ..options()
+        },
+    );
+    check_model(
+        "ds2net26",
+        ModelOptions {
+            ds_norm: Some(NormKind::None),
+            ds_weight: Some(DsWeightKind::None),
+            ..options()
+        },
+    );
+}
