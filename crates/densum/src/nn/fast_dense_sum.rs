@@ -250,6 +250,27 @@ struct Grads {
     sources: Vec<Option<Vec<f32>>>,
 }
 
+/// Writes `values` over a plane that may be uninitialised; returns it initialised.
+#[inline(always)]
+fn write_plane(dst: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) -> &mut [f32] {
+    let len = dst.len();
+    let mut written = 0;
+    for (d, v) in dst.iter_mut().zip(values) {
+        *d = MaybeUninit::new(v);
+        written += 1;
+    }
+    assert_eq!(written, len, "every value of the plane written");
+    // SAFETY: every element was written just above.
+    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), len) }
+}
+
+/// The backward pass, one task per image and, inside it, one normalisation group at a time
+/// (its output gradient and earlier outputs stay in cache between the reductions and the
+/// gradients that need them): `g` = output gradient under the ReLU mask (the branch's
+/// gradient); per channel `A = Σ g`, `B_i = Σ g · x̂_i`; then per earlier output
+/// `dY_i = r (w g − mean_grp(w g) − x̂ mean_grp(w g x̂))` (`w g` without normalisation), as
+/// `α g + β y + γ` per plane. The weight gradient is `Σ B_i` over images (and channels for
+/// scalar weights).
 #[allow(clippy::too_many_arguments)]
 fn backward_kernel(
     grad: &[f32],
@@ -262,32 +283,55 @@ fn backward_kernel(
 ) -> Grads {
     let (n, c, s, terms) = (lay.n, lay.c, lay.s, lay.terms);
     let image = c * s;
-    // Pass 1, per image: g = grad under the ReLU mask (the branch's gradient), and per channel
-    // A = Σ g and B_i = Σ g · x̂_i.
     let mut g = uninit_buffer(n * image);
-    let sums: Vec<Vec<f32>> = if image == 0 {
-        vec![vec![0.0; c * (1 + terms)]; n]
-    } else {
-        g.par_chunks_mut(image)
-            .enumerate()
-            .map(|(ni, gi)| {
-                let mut sums = vec![0f32; c * (1 + terms)];
-                for (ci, gp) in gi.chunks_mut(s).enumerate() {
+    let mut dys: Vec<Option<Vec<MaybeUninit<f32>>>> = want
+        .iter()
+        .map(|&w| w.then(|| uninit_buffer(n * image)))
+        .collect();
+    // Per image: its slice of `g` and of every wanted source gradient.
+    let mut rows: Vec<Vec<&mut [MaybeUninit<f32>]>> = (0..n).map(|_| Vec::new()).collect();
+    for dy in dys.iter_mut().flatten() {
+        for (row, chunk) in rows.iter_mut().zip(dy.chunks_mut(image.max(1))) {
+            row.push(chunk);
+        }
+    }
+    // Normalisation groups: with none, every channel is on its own (no statistics terms).
+    let cpg = c.checked_div(lay.groups).unwrap_or(1);
+    let count = (cpg * s).max(1) as f32;
+    let sums: Vec<Vec<f32>> = g
+        .par_chunks_mut(image.max(1))
+        .zip(rows.into_par_iter())
+        .enumerate()
+        .map(|(ni, (gi, mut dyi))| {
+            // [A; B_0; B_1; ...] per channel.
+            let mut sums = vec![0f32; c * (1 + terms)];
+            let mut gi: Vec<&mut [f32]> = gi
+                .chunks_mut(s.max(1))
+                .enumerate()
+                .map(|(ci, gp)| {
                     let off = (ni * c + ci) * s;
                     let d = &grad[off..off + s];
                     match out {
-                        Some(o) => gp.iter_mut().zip(d.iter().zip(&o[off..off + s])).for_each(
-                            |(g, (&d, &o))| *g = MaybeUninit::new(if o > 0.0 { d } else { 0.0 }),
+                        Some(o) => write_plane(
+                            gp,
+                            d.iter()
+                                .zip(&o[off..off + s])
+                                .map(|(&d, &o)| if o > 0.0 { d } else { 0.0 }),
                         ),
-                        None => gp
-                            .iter_mut()
-                            .zip(d)
-                            .for_each(|(g, &d)| *g = MaybeUninit::new(d)),
+                        None => write_plane(gp, d.iter().copied()),
                     }
-                    // SAFETY: the plane was written just above.
-                    let gp: &[f32] =
-                        unsafe { std::slice::from_raw_parts(gp.as_ptr().cast(), gp.len()) };
+                })
+                .collect();
+            let mut dyi: Vec<Vec<&mut [MaybeUninit<f32>]>> = dyi
+                .iter_mut()
+                .map(|d| d.chunks_mut(s.max(1)).collect())
+                .collect();
+            for first in (0..c).step_by(cpg) {
+                let group = first..first + cpg;
+                for ci in group.clone() {
+                    let gp = &*gi[ci];
                     sums[ci] = lane_sum(gp, gp, |g, _| g) as f32;
+                    let off = (ni * c + ci) * s;
                     for i in 0..terms {
                         let (mean, inv) = lay.stat(stats, i, ni, ci);
                         let y = &sources[i][off..off + s];
@@ -295,14 +339,44 @@ fn backward_kernel(
                             (lane_sum(gp, y, |g, y| g * (y - mean)) * inv as f64) as f32;
                     }
                 }
-                sums
-            })
-            .collect()
-    };
-    // SAFETY: every plane of `g` was written above.
+                for (slot, i) in (0..terms).filter(|&i| want[i]).enumerate() {
+                    let (mut sdn, mut sdnx) = (0f32, 0f32);
+                    if lay.groups > 0 {
+                        for cj in group.clone() {
+                            let wj = lay.weight(weight, i, cj);
+                            sdn += wj * sums[cj];
+                            sdnx += wj * sums[c * (1 + i) + cj];
+                        }
+                    }
+                    for ci in group.clone() {
+                        let off = (ni * c + ci) * s;
+                        let w = lay.weight(weight, i, ci);
+                        let (mean, inv) = lay.stat(stats, i, ni, ci);
+                        let beta = -inv * inv * sdnx / count;
+                        let (alpha, gamma) = (w * inv, -inv * sdn / count - beta * mean);
+                        let y = &sources[i][off..off + s];
+                        let gp = &*gi[ci];
+                        write_plane(
+                            dyi[slot][ci],
+                            gp.iter()
+                                .zip(y)
+                                .map(|(&g, &y)| alpha * g + beta * y + gamma),
+                        );
+                    }
+                }
+            }
+            gi.clear();
+            sums
+        })
+        .collect();
+    // SAFETY: every plane of `g` and of each wanted `dY_i` was written above.
     let g = unsafe { assume_init(g) };
+    let sources_grads = dys
+        .into_iter()
+        // SAFETY: as above.
+        .map(|d| d.map(|d| unsafe { assume_init(d) }))
+        .collect();
 
-    // Weight gradient: Σ over images (and channels, for scalar weights) of B_i.
     let mut dweight = vec![0f32; terms * lay.cw];
     for per in &sums {
         for i in 0..terms {
@@ -312,57 +386,10 @@ fn backward_kernel(
             }
         }
     }
-
-    // Pass 2, per earlier output: dY_i = r (w g − mean_grp(w g) − x̂ mean_grp(w g x̂)), or w g
-    // without normalisation; as `α g + β y + γ` per plane.
-    let cpg = c.checked_div(lay.groups).unwrap_or(1);
-    let count = (cpg * s).max(1) as f32;
-    let dsources = (0..terms)
-        .map(|i| {
-            if !want[i] {
-                return None;
-            }
-            let mut dy = uninit_buffer(n * image);
-            if image == 0 {
-                // SAFETY: empty.
-                return Some(unsafe { assume_init(dy) });
-            }
-            let y = &sources[i];
-            dy.par_chunks_mut(image).enumerate().for_each(|(ni, di)| {
-                let per = &sums[ni];
-                for (ci, dp) in di.chunks_mut(s).enumerate() {
-                    let off = (ni * c + ci) * s;
-                    let w = lay.weight(weight, i, ci);
-                    let (mean, inv) = lay.stat(stats, i, ni, ci);
-                    let (alpha, beta, gamma) = if lay.groups == 0 {
-                        (w, 0.0, 0.0)
-                    } else {
-                        let first = ci / cpg * cpg;
-                        let (mut sdn, mut sdnx) = (0f32, 0f32);
-                        for cj in first..first + cpg {
-                            let wj = lay.weight(weight, i, cj);
-                            sdn += wj * per[cj];
-                            sdnx += wj * per[c * (1 + i) + cj];
-                        }
-                        let beta = -inv * inv * sdnx / count;
-                        (w * inv, beta, -inv * sdn / count - beta * mean)
-                    };
-                    let (gp, yp) = (&g[off..off + s], &y[off..off + s]);
-                    dp.iter_mut()
-                        .zip(gp.iter().zip(yp))
-                        .for_each(|(d, (&g, &y))| {
-                            *d = MaybeUninit::new(alpha * g + beta * y + gamma)
-                        });
-                }
-            });
-            // SAFETY: every plane of `dy` was written above.
-            Some(unsafe { assume_init(dy) })
-        })
-        .collect();
     Grads {
         branch: g,
         weight: dweight,
-        sources: dsources,
+        sources: sources_grads,
     }
 }
 
