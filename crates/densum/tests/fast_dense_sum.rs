@@ -56,7 +56,14 @@ fn check_sum(terms: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {
         let out = if fused {
             let stats: Option<Vec<Tensor<3>>> =
                 norm.map(|g| ys.iter().map(|y| dense_sum_stats(y, g, 1e-5)).collect());
-            dense_sum(b.clone(), ws.clone(), &ys, stats.as_deref(), relu_out)
+            dense_sum(
+                b.clone(),
+                ws.clone(),
+                &ys,
+                stats.as_deref(),
+                relu_out,
+                false,
+            )
         } else {
             let mut acc = b.clone();
             for (i, y) in ys.iter().enumerate() {
@@ -110,6 +117,66 @@ fn long_histories_chain_fused_sums() {
     check_sum(2 * MAX_TERMS, None, true, true);
 }
 
+/// A stage's sums share their earlier outputs: the earlier block's sum adds its gradients
+/// into those the later block's registered (`accumulate`). Three outputs computed by
+/// convolution-free stand-ins (`y1 = 2·y0`-like intermediate nodes), two sums reading them.
+#[test]
+fn stage_of_sums_accumulates_gradients() {
+    let device = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let shape = [2, 6, 4, 5];
+    let x = Tensor::<4>::random(shape, Distribution::Normal(1.0, 2.0), &device);
+    let b1 = Tensor::<4>::random(shape, normal, &device);
+    let b2 = Tensor::<4>::random(shape, normal, &device);
+    let w1 = Tensor::<2>::random([1, 6], normal, &device);
+    let w2 = Tensor::<2>::random([2, 6], normal, &device);
+    let dy = Tensor::<4>::random(shape, normal, &device);
+    let gn = GroupNormConfig::new(3, 6).with_affine(false).init(&device);
+    let run = |fused: bool| {
+        let xa = x.clone().require_grad();
+        let (w1a, w2a) = (w1.clone().require_grad(), w2.clone().require_grad());
+        // Y_0 is an intermediate node, as in a network.
+        let y0 = xa.clone().mul_scalar(1.5);
+        let stats = |y: &Tensor<4>| dense_sum_stats(y, 3, 1e-5);
+        let (y1, y2) = if fused {
+            let y1 = dense_sum(
+                b1.clone() + y0.clone(),
+                w1a.clone(),
+                std::slice::from_ref(&y0),
+                Some(&[stats(&y0)]),
+                true,
+                true,
+            );
+            let y2 = dense_sum(
+                b2.clone() + y1.clone(),
+                w2a.clone(),
+                &[y0.clone(), y1.clone()],
+                Some(&[stats(&y0), stats(&y1)]),
+                true,
+                false,
+            );
+            (y1, y2)
+        } else {
+            let n = |y: &Tensor<4>| gn.forward(y.clone());
+            let w = |w: &Tensor<2>, i: usize| w.clone().narrow(0, i, 1).reshape([1, 6, 1, 1]);
+            let y1 = relu(b1.clone() + y0.clone() + n(&y0) * w(&w1a, 0));
+            let y2 = relu(b2.clone() + y1.clone() + n(&y0) * w(&w2a, 0) + n(&y1) * w(&w2a, 1));
+            (y1, y2)
+        };
+        let grads = ((y2 + y1) * dy.clone()).sum().backward();
+        (
+            xa.grad(&grads).unwrap(),
+            w1a.grad(&grads).unwrap(),
+            w2a.grad(&grads).unwrap(),
+        )
+    };
+    let (dx0, dw10, dw20) = run(false);
+    let (dx1, dw11, dw21) = run(true);
+    assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient");
+    assert!(rel_err(dw11, dw10) <= 1e-4, "first weights' gradient");
+    assert!(rel_err(dw21, dw20) <= 1e-4, "second weights' gradient");
+}
+
 #[test]
 fn inference_device_matches_composed() {
     let device = Device::flex();
@@ -124,6 +191,7 @@ fn inference_device_matches_composed() {
         std::slice::from_ref(&y),
         Some(&[stats]),
         true,
+        false,
     );
     let gn = GroupNormConfig::new(2, 4).with_affine(false).init(&device);
     let composed = relu(branch + gn.forward(y) * w.reshape([1, 4, 1, 1]));

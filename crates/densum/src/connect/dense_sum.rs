@@ -262,12 +262,16 @@ impl DenseSum {
                     Some(w) => w.rows(),
                     None => Tensor::ones([l, 1], &branch.device()),
                 };
+                // Every block but the stage's last adds its sources' gradients into those the
+                // last block's sum registered (see `dense_sum`).
+                let last = l == self.ds.len();
                 return dense_sum(
                     branch,
                     weight,
                     &sources,
                     stats.as_deref(),
                     f == Activation::Relu,
+                    !last,
                 );
             }
         }
@@ -326,7 +330,7 @@ impl InnerDs {
                 None => Tensor::ones([1, 1], &branch.device()),
             };
             let stats = stats.map(|s| vec![s]);
-            return dense_sum(branch, weight, &[a], stats.as_deref(), true);
+            return dense_sum(branch, weight, &[a], stats.as_deref(), true, false);
         }
         burn::tensor::activation::relu(branch + self.forward(a))
     }

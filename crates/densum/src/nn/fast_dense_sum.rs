@@ -59,7 +59,9 @@ pub trait FastDenseSumBackend: Backend {
     /// image and group (`[terms, N, groups, 2]`, from
     /// [`dense_sum_stats`](Self::dense_sum_stats) of each `y_i`) when `normalise`, without
     /// normalisation (and `stats` ignored) otherwise; `f` is ReLU when `relu`. `weight` is
-    /// `[terms, C]` (per channel) or `[terms, 1]` (one scalar per term). (Burn's extensions
+    /// `[terms, C]` (per channel) or `[terms, 1]` (one scalar per term). With `accumulate`,
+    /// the backward adds the earlier outputs' gradients into the ones already registered for
+    /// them (see [`dense_sum`](fn@dense_sum)) instead of registering new ones. (Burn's extensions
     /// take neither lists nor options of tensors, hence one argument per slot.)
     #[allow(clippy::too_many_arguments)]
     fn dense_sum(
@@ -75,6 +77,7 @@ pub trait FastDenseSumBackend: Backend {
         terms: usize,
         normalise: bool,
         relu: bool,
+        accumulate: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -279,6 +282,7 @@ fn backward_kernel(
     sources: &[Cow<'_, [f32]>],
     stats: &[f32],
     want: &[bool],
+    olds: &[Option<Cow<'_, [f32]>>],
     lay: Layout,
 ) -> Grads {
     let (n, c, s, terms) = (lay.n, lay.c, lay.s, lay.terms);
@@ -356,12 +360,20 @@ fn backward_kernel(
                         let (alpha, gamma) = (w * inv, -inv * sdn / count - beta * mean);
                         let y = &sources[i][off..off + s];
                         let gp = &*gi[ci];
-                        write_plane(
-                            dyi[slot][ci],
-                            gp.iter()
-                                .zip(y)
-                                .map(|(&g, &y)| alpha * g + beta * y + gamma),
-                        );
+                        let terms = gp.iter().zip(y);
+                        match &olds[i] {
+                            // Added to the gradient registered before: one pass, no extra sum.
+                            Some(old) => write_plane(
+                                dyi[slot][ci],
+                                terms
+                                    .zip(&old[off..off + s])
+                                    .map(|((&g, &y), &o)| alpha * g + beta * y + gamma + o),
+                            ),
+                            None => write_plane(
+                                dyi[slot][ci],
+                                terms.map(|(&g, &y)| alpha * g + beta * y + gamma),
+                            ),
+                        };
                     }
                 }
             }
@@ -445,6 +457,7 @@ impl FastDenseSumBackend for Flex {
         terms: usize,
         normalise: bool,
         relu: bool,
+        _accumulate: bool, // only the backward pass differs
     ) -> FlexTensor {
         let sources = present([y0, y1, y2, y3, y4, y5], terms);
         forward_flex(
@@ -464,6 +477,7 @@ type SumState = (
     Option<FlexTensor>,
     FlexTensor,
     Option<FlexTensor>,
+    bool,
 );
 
 /// The backward step of a fused sum with `N` parents: branch, weights, `N − 2` earlier outputs.
@@ -475,7 +489,7 @@ impl<const N: usize> Backward<Flex, N> for DenseSumBackward<N> {
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
-        let (sources, stats, weight, out) = ops.state;
+        let (sources, stats, weight, out, accumulate) = ops.state;
         let shape = grad.shape().to_vec();
         let wshape = weight.shape().to_vec();
         let st_shape = stats.as_ref().map(|t| t.shape().to_vec());
@@ -483,6 +497,18 @@ impl<const N: usize> Backward<Flex, N> for DenseSumBackward<N> {
         let src: Vec<_> = sources.iter().map(values).collect();
         let st = stats.as_ref().map(values);
         let want: Vec<bool> = ops.parents[2..].iter().map(Option::is_some).collect();
+        // The gradients registered so far for the earlier outputs, taken out to be added to.
+        // Only intermediate nodes (`GradInBackward`) are removed by `consume`; a leaf's gradient
+        // stays registered, so it is added to by `register` instead.
+        let olds: Vec<Option<FlexTensor>> = ops.parents[2..]
+            .iter()
+            .map(|node| {
+                node.as_ref()
+                    .filter(|n| accumulate && format!("{:?}", n.requirement) == "GradInBackward")
+                    .map(|n| grads.consume::<Flex>(n))
+            })
+            .collect();
+        let old_values: Vec<_> = olds.iter().map(|o| o.as_ref().map(values)).collect();
         let out = out.as_ref().map(values);
         let d = backward_kernel(
             &values(&grad),
@@ -491,6 +517,7 @@ impl<const N: usize> Backward<Flex, N> for DenseSumBackward<N> {
             &src,
             st.as_deref().unwrap_or(&[]),
             &want,
+            &old_values,
             lay,
         );
         if let Some(node) = &ops.parents[0] {
@@ -514,6 +541,7 @@ fn tracked_sum<C: CheckpointStrategy, const N: usize>(
     stats: Option<FloatTensor<Autodiff<Flex, C>>>,
     sources: Vec<FloatTensor<Autodiff<Flex, C>>>,
     relu: bool,
+    accumulate: bool,
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let mut nodes = vec![branch.node(), weight.node()];
     nodes.extend(sources.iter().map(|s| s.node()));
@@ -529,7 +557,7 @@ fn tracked_sum<C: CheckpointStrategy, const N: usize>(
     {
         OpsKind::Tracked(prep) => {
             let kept = relu.then(|| out.clone());
-            prep.finish((sources, stats, weight, kept), out)
+            prep.finish((sources, stats, weight, kept, accumulate), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
@@ -553,16 +581,17 @@ impl<C: CheckpointStrategy> FastDenseSumBackend for Autodiff<Flex, C> {
         terms: usize,
         normalise: bool,
         relu: bool,
+        accumulate: bool,
     ) -> FloatTensor<Self> {
         let sources = present([y0, y1, y2, y3, y4, y5], terms);
         let args = (branch, weight, normalise.then_some(stats));
         match sources.len() {
-            1 => tracked_sum::<C, 3>(args.0, args.1, args.2, sources, relu),
-            2 => tracked_sum::<C, 4>(args.0, args.1, args.2, sources, relu),
-            3 => tracked_sum::<C, 5>(args.0, args.1, args.2, sources, relu),
-            4 => tracked_sum::<C, 6>(args.0, args.1, args.2, sources, relu),
-            5 => tracked_sum::<C, 7>(args.0, args.1, args.2, sources, relu),
-            6 => tracked_sum::<C, 8>(args.0, args.1, args.2, sources, relu),
+            1 => tracked_sum::<C, 3>(args.0, args.1, args.2, sources, relu, accumulate),
+            2 => tracked_sum::<C, 4>(args.0, args.1, args.2, sources, relu, accumulate),
+            3 => tracked_sum::<C, 5>(args.0, args.1, args.2, sources, relu, accumulate),
+            4 => tracked_sum::<C, 6>(args.0, args.1, args.2, sources, relu, accumulate),
+            5 => tracked_sum::<C, 7>(args.0, args.1, args.2, sources, relu, accumulate),
+            6 => tracked_sum::<C, 8>(args.0, args.1, args.2, sources, relu, accumulate),
             other => unreachable!("1 to {MAX_TERMS} terms, not {other}"),
         }
     }
@@ -606,12 +635,21 @@ pub fn dense_sum_stats(x: &Tensor<4>, groups: usize, epsilon: f64) -> Tensor<3> 
 /// earlier outputs): `N` normalises with `stats[i]` from [`dense_sum_stats`] of `sources[i]`,
 /// or is the identity when `stats` is `None`; `weight` is `[terms, C]` or `[terms, 1]`; `f` is
 /// ReLU when `relu`. Only for tensors where [`fast_dense_sum_applies`].
+///
+/// `accumulate` is for the sums of one DSNet stage, which share their earlier outputs: set it
+/// for every block but the stage's last. The last block's sum reads every earlier output and
+/// runs first in the backward pass (it comes last in the forward), so when an earlier block's
+/// sum runs backward, each of its earlier outputs already has a gradient registered; the sum
+/// adds its own contribution into that tensor in the same pass that computes it, rather than
+/// registering a new tensor that autodiff would add with two more passes. Backward panics
+/// ("Can't consume the gradients...") if that order does not hold.
 pub fn dense_sum(
     branch: Tensor<4>,
     weight: Tensor<2>,
     sources: &[Tensor<4>],
     stats: Option<&[Tensor<3>]>,
     relu: bool,
+    accumulate: bool,
 ) -> Tensor<4> {
     let terms = sources.len();
     assert_eq!(weight.dims()[0], terms, "one weight row per earlier output");
@@ -659,6 +697,7 @@ pub fn dense_sum(
             end - start,
             normalise,
             relu && k + 1 == chunks,
+            accumulate,
         ));
     }
     acc
