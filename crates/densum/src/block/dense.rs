@@ -20,6 +20,8 @@ use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 
 use super::res2::Res2Module;
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
+use crate::nn::fast_dense_head::{dense_head, fast_dense_head_applies};
+use crate::nn::fast_norm::{batch_stats, update_running_stats};
 use crate::nn::{
     Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm, conv,
     conv_forward, relu,
@@ -108,12 +110,36 @@ impl DenseLayer {
         self.dropout.forward(h)
     }
 
-    /// `conv1(ReLU(norm1(cat(parts))))` with the concatenation and BN-ReLU under the balanced
-    /// checkpointing strategy (recomputed in the backward pass, not stored). Tensors carrying
-    /// different strategies cannot meet in one operation, so the parameters used here are
-    /// switched too (same autodiff nodes, so their gradients land on the model's parameters),
-    /// and the result is switched back to the strategy of the rest of the network.
+    /// `conv1(ReLU(norm1(cat(parts))))` without keeping the concatenation or the BN-ReLU
+    /// output for the backward pass. On Flex with a 1x1 `conv1` (the bottleneck): the
+    /// recomputing head operation of `nn/fast_dense_head.rs`, which keeps only the parts
+    /// (stored anyway), the statistics and the parameters. Elsewhere (other backends, the
+    /// plain 3x3 head): the concatenation and BN-ReLU under Burn's balanced checkpointing
+    /// strategy, which recomputes them but still keeps some of them (see
+    /// docs/densenet-memory.md).
     fn checkpointed_head(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+        let [_, _, kh, kw] = self.conv1.weight.dims();
+        if (kh, kw) == (1, 1)
+            && self.conv1.bias.is_none()
+            && self.norm1.training.is_enabled()
+            && parts.iter().all(fast_dense_head_applies)
+        {
+            // BN statistics of the concatenation, per channel: those of each part.
+            let stats = Tensor::cat(parts.iter().map(batch_stats).collect(), 1);
+            update_running_stats(&self.norm1, &stats);
+            return dense_head(
+                &parts,
+                self.conv1.weight.val(),
+                self.norm1.gamma.val(),
+                self.norm1.beta.val(),
+                stats,
+                self.norm1.epsilon,
+            );
+        }
+        // Tensors carrying different strategies cannot meet in one operation, so the
+        // parameters used here are switched too (same autodiff nodes, so their gradients land
+        // on the model's parameters), and the result is switched back to the strategy of the
+        // rest of the network.
         let outer = parts[0]
             .gradient_checkpointing_strategy()
             .expect("autodiff tensor");

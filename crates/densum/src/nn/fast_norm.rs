@@ -496,20 +496,8 @@ pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4>
     let device = x.device();
     let training = device.is_autodiff() && bn.training.is_enabled();
     let stats = if training {
-        let stats = Tensor::<2>::from_dispatch(<Dispatch as FastNormBackend>::batch_norm_stats(
-            x.clone().detach().into_dispatch(),
-        ));
-        // Running statistics exactly as Burn's `BatchNorm::forward_train` updates them.
-        let m = bn.momentum;
-        let [_, c] = stats.dims();
-        let mean = stats.clone().narrow(0, 0, 1).reshape([c]);
-        let var = stats.clone().narrow(0, 1, 1).reshape([c]);
-        let rm = bn.running_mean.value_sync().to_device(&device);
-        let rv = bn.running_var.value_sync().to_device(&device);
-        bn.running_mean
-            .update((rm.mul_scalar(1.0 - m) + mean.mul_scalar(m)).detach());
-        bn.running_var
-            .update((rv.mul_scalar(1.0 - m) + var.mul_scalar(m)).detach());
+        let stats = batch_stats(&x);
+        update_running_stats(bn, &stats);
         stats
     } else {
         let mean = bn.running_mean.value().to_device(&device);
@@ -524,6 +512,29 @@ pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4>
         bn.epsilon,
         relu,
     ))
+}
+
+/// Per-channel `[mean; biased variance]` `[2, C]` of `x` (detached), on Flex.
+pub(crate) fn batch_stats(x: &Tensor<4>) -> Tensor<2> {
+    Tensor::<2>::from_dispatch(<Dispatch as FastNormBackend>::batch_norm_stats(
+        x.clone().detach().into_dispatch(),
+    ))
+}
+
+/// Updates `bn`'s running statistics from a training batch's `stats` (`[2, C]` from
+/// [`batch_stats`]) exactly as Burn's `BatchNorm::forward_train` does.
+pub(crate) fn update_running_stats(bn: &BatchNorm, stats: &Tensor<2>) {
+    let device = stats.device();
+    let m = bn.momentum;
+    let [_, c] = stats.dims();
+    let mean = stats.clone().narrow(0, 0, 1).reshape([c]);
+    let var = stats.clone().narrow(0, 1, 1).reshape([c]);
+    let rm = bn.running_mean.value_sync().to_device(&device);
+    let rv = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean
+        .update((rm.mul_scalar(1.0 - m) + mean.mul_scalar(m)).detach());
+    bn.running_var
+        .update((rv.mul_scalar(1.0 - m) + var.mul_scalar(m)).detach());
 }
 
 /// `gn.forward(x)`, as one fused operation on Flex when the norm has no affine parameters.

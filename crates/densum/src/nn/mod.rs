@@ -5,6 +5,7 @@ pub mod attention;
 pub mod conv;
 pub mod drop_path;
 pub mod fast_conv;
+pub mod fast_dense_head;
 pub mod fast_dense_sum;
 pub mod fast_eltwise;
 pub mod fast_norm;

@@ -1,0 +1,106 @@
+//! The recomputing dense-layer head (nn/fast_dense_head.rs) against Burn's composed
+//! operations: output and the gradients of every part, gamma, beta and the weight, for one
+//! part, a full operation and chained operations, with odd shapes, to a relative error of
+//! 1e-4.
+
+use burn::tensor::activation::relu;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use densum::burn;
+use densum::nn::fast_dense_head::{MAX_TERMS, dense_head, fast_dense_head_applies};
+
+/// max |a - b| / max(max |b|, tiny): a relative error over the whole tensor.
+fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
+    (a - b).abs().max().into_scalar::<f32>() / scale
+}
+
+/// Per-channel mean over images and positions, `[1, C, 1, 1]`.
+fn channel_mean(x: Tensor<4>) -> Tensor<4> {
+    x.mean_dim(0).mean_dim(2).mean_dim(3)
+}
+
+fn check_head(terms: usize) {
+    let device = Device::flex().autodiff();
+    let (n, h, w, o) = (3, 5, 7, 5);
+    let eps = 1e-5;
+    // Parts of different widths, means and spreads, so that every slice and the gradient
+    // through the statistics matter.
+    let chans: Vec<usize> = (0..terms).map(|i| 1 + (i * 3) % 5).collect();
+    let c: usize = chans.iter().sum();
+    let parts: Vec<Tensor<4>> = chans
+        .iter()
+        .enumerate()
+        .map(|(i, &ci)| {
+            let d = Distribution::Normal(i as f64 * 0.3 - 0.5, 0.5 + 0.2 * i as f64);
+            Tensor::random([n, ci, h, w], d, &device)
+        })
+        .collect();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let weight = Tensor::<4>::random([o, c, 1, 1], normal, &device);
+    let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &device);
+    let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+    let dy = Tensor::<4>::random([n, o, h, w], normal, &device);
+    assert!(fast_dense_head_applies(&parts[0]), "must exercise the op");
+
+    let run = |fused: bool| {
+        let ps: Vec<Tensor<4>> = parts.iter().map(|p| p.clone().require_grad()).collect();
+        let wt = weight.clone().require_grad();
+        let g = gamma.clone().require_grad();
+        let b = beta.clone().require_grad();
+        let x = Tensor::cat(ps.clone(), 1);
+        let mean = channel_mean(x.clone());
+        let var = channel_mean((x.clone() - mean.clone()).powi_scalar(2));
+        let out = if fused {
+            let stats = Tensor::stack::<2>(
+                vec![mean.reshape([c]).detach(), var.reshape([c]).detach()],
+                0,
+            );
+            dense_head(&ps, wt.clone(), g.clone(), b.clone(), stats, eps)
+        } else {
+            let xhat = (x - mean) / (var + eps).sqrt();
+            let z = relu(xhat * g.clone().reshape([1, c, 1, 1]) + b.clone().reshape([1, c, 1, 1]));
+            conv2d(
+                z,
+                wt.clone(),
+                None,
+                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            )
+        };
+        let grads = (out.clone() * dy.clone()).sum().backward();
+        let dps: Vec<Tensor<4>> = ps.iter().map(|p| p.grad(&grads).unwrap()).collect();
+        (
+            out.inner(),
+            wt.grad(&grads).unwrap(),
+            g.grad(&grads).unwrap(),
+            b.grad(&grads).unwrap(),
+            dps,
+        )
+    };
+    let (o0, dw0, dg0, db0, dps0) = run(false);
+    let (o1, dw1, dg1, db1, dps1) = run(true);
+    let case = format!("{terms} parts of {chans:?} channels");
+    assert!(rel_err(o1, o0) <= 1e-4, "output: {case}");
+    assert!(rel_err(dw1, dw0) <= 1e-4, "weight gradient: {case}");
+    assert!(rel_err(dg1, dg0) <= 1e-4, "gamma gradient: {case}");
+    assert!(rel_err(db1, db0) <= 1e-4, "beta gradient: {case}");
+    assert_eq!(dps1.len(), terms);
+    for (i, (a, b)) in dps1.into_iter().zip(dps0).enumerate() {
+        assert!(rel_err(a, b) <= 1e-4, "gradient of part {i}: {case}");
+    }
+}
+
+#[test]
+fn head_matches_composed() {
+    for terms in [1, 2, MAX_TERMS] {
+        check_head(terms);
+    }
+}
+
+#[test]
+fn many_parts_chain_head_operations() {
+    for terms in [MAX_TERMS + 1, 2 * MAX_TERMS + 3] {
+        check_head(terms);
+    }
+}
