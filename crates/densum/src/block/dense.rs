@@ -7,10 +7,13 @@
 //! names are torchvision's (`norm1`, `conv1`, `norm2`, `conv2`).
 //!
 //! Memory-efficient mode (Pleiss et al. 2017): the concatenated input and the first BN-ReLU are
-//! the quadratic part of DenseNet's memory. With `memory_efficient`, those operations run
-//! under Burn's balanced gradient-checkpointing strategy: they are memory-bound, so autodiff
-//! keeps only their inputs (the k-channel outputs of earlier layers, stored anyway) and
-//! recomputes the concatenation and BN-ReLU in the backward pass. The rest of the network
+//! the quadratic part of DenseNet's memory. With `memory_efficient`, the bottleneck head
+//! `conv1x1(ReLU(norm1(cat(parts))))` on Flex is the custom operation of
+//! [`fast_dense_head`](crate::nn::fast_dense_head): it keeps only the parts (the k-channel
+//! outputs of earlier layers, stored anyway), the batch statistics and the parameters, and
+//! recomputes the normalised input in the backward pass. Other backends and the plain (3x3)
+//! head run the concatenation and BN-ReLU under Burn's balanced gradient-checkpointing
+//! strategy instead, which saves less (see docs/densenet-memory.md). The rest of the network
 //! keeps the device's own strategy.
 
 use burn::module::{Module, Param};
