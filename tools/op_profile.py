@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--channels-last", action="store_true", help="time NHWC (oneDNN direct) convolutions")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print("cin cout k s hw n | fwd_ms xgrad_ms wgrad_ms (per call)")
@@ -58,6 +59,9 @@ def main() -> None:
             w = torch.randn(co, ci, k, k)
             y = F.conv2d(x, w, stride=s, padding=k // 2)
             dy = torch.randn_like(y)
+            if a.channels_last:
+                cl = torch.channels_last
+                x, w, dy = x.to(memory_format=cl), w.to(memory_format=cl), dy.to(memory_format=cl)
             f = timed(a.reps, lambda: F.conv2d(x, w, stride=s, padding=k // 2))
             xg = timed(a.reps, lambda: conv2d_input(x.shape, w, dy, stride=s, padding=k // 2))
             wg = timed(a.reps, lambda: conv2d_weight(x, w.shape, dy, stride=s, padding=k // 2))

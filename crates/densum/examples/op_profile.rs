@@ -72,6 +72,8 @@ fn arg(name: &str, default: usize) -> usize {
 fn main() {
     let batch = arg("--batch", 64);
     let reps = arg("--reps", 3);
+    // As the CLI does: without it every large output is a fresh mmap and its page faults.
+    densum::measure::alloc::keep_freed_memory();
     let dev = Device::default();
     let ad = dev.clone().autodiff();
     let rnd = |shape: [usize; 4], d: &Device| {
