@@ -351,7 +351,7 @@ fn gemm_raw(
 
 /// Row-major `dst[m, n] (+)= a · b` over an initialised destination.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     n: usize,
     k: usize,
@@ -432,6 +432,11 @@ pub(crate) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
 }
 
 fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    flex(values, shape.to_vec())
+}
+
+/// A Flex tensor of the given row-major values and shape (the fast kernels' outputs).
+pub(crate) fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 

@@ -26,10 +26,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::fast_conv::{assume_init, uninit_buffer, values};
+use super::fast_conv::{assume_init, flex, gemm, uninit_buffer, values};
 use super::fast_norm::fast_norm_applies;
 
 /// Input parts one operation reads; more parts are chained (see [`dense_head`]).
@@ -59,56 +59,6 @@ pub trait FastDenseHeadBackend: Backend {
         terms: usize,
         epsilon: f64,
     ) -> FloatTensor<Self>;
-}
-
-fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
-/// Row-major `dst[m, n] (+)= a · b` with explicit strides of `a` and `b` (row, column),
-/// single threaded (callers parallelise over images). A local equivalent of `fast_conv`'s
-/// private helper.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(dst.len() >= m * n);
-    assert!(k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    assert!(k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
-    // SAFETY: the asserts keep every index inside the slices; `dst` is borrowed mutably, so it
-    // aliases neither input, and is initialised (read only when `accumulate`).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 /// Shapes of one head operation.
@@ -188,7 +138,7 @@ fn forward_kernel(
         || vec![0f32; cg * s],
         |z, (ni, dst)| {
             normalise_image(z, parts, chans, coef, ni, s);
-            gemm((o, s, cg), dst, true, weight, (cg, 1), z, (s, 1));
+            gemm(o, s, cg, dst, true, weight, (cg, 1), z, (s, 1));
         },
     );
     out
@@ -225,9 +175,9 @@ fn backward_kernel(
             let dy = &grad[ni * o * s..(ni + 1) * o * s];
             let mut dw = vec![0f32; o * cg];
             // dW[o, c] = Σ_s dY[o, s] z[c, s]
-            gemm((o, cg, s), &mut dw, false, dy, (s, 1), &z, (1, s));
+            gemm(o, cg, s, &mut dw, false, dy, (s, 1), &z, (1, s));
             // dz[c, s] = Σ_o W[o, c] dY[o, s]
-            gemm((cg, s, o), dzi, false, weight, (1, cg), dy, (s, 1));
+            gemm(cg, s, o, dzi, false, weight, (1, cg), dy, (s, 1));
             let (mut sd, mut sdx) = (vec![0f64; cg], vec![0f64; cg]);
             let mut c0 = 0;
             for (part, &ci) in parts.iter().zip(chans) {

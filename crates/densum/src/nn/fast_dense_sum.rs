@@ -36,10 +36,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::fast_conv::{assume_init, uninit_buffer, values};
+use super::fast_conv::{assume_init, flex, uninit_buffer, values};
 use super::fast_norm::fast_norm_applies;
 
 /// Earlier outputs one fused operation reads; longer histories are chained (see
@@ -100,10 +100,6 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
         }
     }
     acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-}
-
-fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// Mean and inverse deviation of every contiguous block of `x` (one per image and group),

@@ -13,10 +13,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::fast_conv::{assume_init, uninit_buffer, values};
+use super::fast_conv::{assume_init, flex, uninit_buffer, values};
 use super::fast_norm::fast_norm_applies;
 
 /// Values per parallel task: large enough to amortise scheduling, small enough to split a
@@ -30,10 +30,6 @@ pub trait FastEltwiseBackend: Backend {
     fn add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu(Self::float_add(a, b))
     }
-}
-
-fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// `max(0, a + b)`, one pass over both cores.

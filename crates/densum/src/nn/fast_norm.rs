@@ -28,11 +28,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::fast_conv::{
-    FastConvBackend, assume_init, conv_forward, fast_conv_applies, fast_conv_options,
+    FastConvBackend, assume_init, conv_forward, fast_conv_applies, fast_conv_options, flex,
     uninit_buffer, values,
 };
 use burn::nn::conv::Conv2d;
@@ -308,10 +308,6 @@ fn group_norm_backward_kernel(out: &[f32], inv: &[f32], dy: &[f32]) -> Vec<f32> 
         });
     // SAFETY: every block of `dx` was written above.
     unsafe { assume_init(dx) }
-}
-
-fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 impl FastNormBackend for Flex {
