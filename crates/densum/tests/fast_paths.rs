@@ -116,7 +116,9 @@ fn inference_device_matches_generic() {
 
 /// Fused batch norm (+ ReLU) against `BatchNorm::forward` (+ `relu`): output, gradients of
 /// input, γ and β, and the running statistics it leaves behind.
-fn check_norm(relu: bool) {
+/// Planes of `hw` values: [5, 4] (20) and [5, 5] (25) reach every tail branch of the
+/// kernels' 16- and 8-wide reductions.
+fn check_norm(relu: bool, hw: [usize; 2]) {
     use burn::module::{Module, Param};
     use burn::nn::BatchNormConfig;
     use densum::nn::batch_norm_forward;
@@ -131,8 +133,12 @@ fn check_norm(relu: bool) {
         beta: Param::from_tensor(Tensor::random([c], normal, &device)),
         ..base
     };
-    let x = Tensor::<4>::random([3, c, 5, 4], Distribution::Normal(0.5, 2.0), &device);
-    let dy = Tensor::<4>::random([3, c, 5, 4], normal, &device);
+    let x = Tensor::<4>::random(
+        [3, c, hw[0], hw[1]],
+        Distribution::Normal(0.5, 2.0),
+        &device,
+    );
+    let dy = Tensor::<4>::random([3, c, hw[0], hw[1]], normal, &device);
     assert!(
         densum::nn::fast_norm::fast_norm_applies(&x),
         "must exercise the fused path"
@@ -183,12 +189,14 @@ fn check_norm(relu: bool) {
 
 #[test]
 fn fused_batch_norm_matches_generic() {
-    check_norm(false);
+    check_norm(false, [5, 4]);
+    check_norm(false, [5, 5]);
 }
 
 #[test]
 fn fused_batch_norm_relu_matches_generic() {
-    check_norm(true);
+    check_norm(true, [5, 4]);
+    check_norm(true, [5, 5]);
 }
 
 #[test]

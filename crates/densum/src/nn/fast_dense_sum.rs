@@ -39,6 +39,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::lanes::lane_sum;
+
 use super::fast_conv::{assume_init, flex, uninit_buffer, values};
 use super::fast_norm::fast_norm_applies;
 
@@ -79,27 +81,6 @@ pub trait FastDenseSumBackend: Backend {
         relu: bool,
         accumulate: bool,
     ) -> FloatTensor<Self>;
-}
-
-/// `Σ f(aᵢ, bᵢ)` in eight independent f32 lanes (vectorisable), returned as f64.
-#[inline(always)]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        let x: &[f32; 8] = x.try_into().expect("chunk of 8");
-        let y: &[f32; 8] = y.try_into().expect("chunk of 8");
-        for l in 0..8 {
-            acc[l] += f(x[l], y[l]);
-        }
-    }
-    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
 /// Mean and inverse deviation of every contiguous block of `x` (one per image and group),

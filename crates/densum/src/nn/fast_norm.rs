@@ -31,6 +31,8 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::lanes::{lane_sum, lane_sums2, relu_mask};
+
 use super::fast_conv::{
     FastConvBackend, assume_init, conv_forward, fast_conv_applies, fast_conv_options, flex,
     uninit_buffer, values,
@@ -62,75 +64,47 @@ pub trait FastNormBackend: Backend {
     fn group_norm_free(x: FloatTensor<Self>, groups: usize, epsilon: f64) -> FloatTensor<Self>;
 }
 
-/// `Σ f(aᵢ, bᵢ)` in eight independent f32 lanes over fixed-size chunks, so the compiler can
-/// vectorise the loop (one running sum is a serial dependency chain, and indexing through a
-/// closure keeps bounds checks in it), returned as f64 for the cross-plane accumulation.
-/// Planes are at most a few thousand values, well within f32's precision per lane.
-#[inline(always)]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(&x, &y)| f(x, y))
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        let x: &[f32; 8] = x.try_into().expect("chunk of 8");
-        let y: &[f32; 8] = y.try_into().expect("chunk of 8");
-        for l in 0..8 {
-            acc[l] += f(x[l], y[l]);
-        }
-    }
-    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-}
-
-/// [`lane_sum`] over three arrays.
-#[inline(always)]
-fn lane_sum3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f64 {
-    let mut acc = [0f32; 8];
-    let (ac, bc, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
-    let tail: f32 = (ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .zip(cc.remainder()))
-    .map(|((&x, &y), &z)| f(x, y, z))
-    .sum();
-    for ((x, y), z) in ac.zip(bc).zip(cc) {
-        let x: &[f32; 8] = x.try_into().expect("chunk of 8");
-        let y: &[f32; 8] = y.try_into().expect("chunk of 8");
-        let z: &[f32; 8] = z.try_into().expect("chunk of 8");
-        for l in 0..8 {
-            acc[l] += f(x[l], y[l], z[l]);
-        }
-    }
-    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-}
-
 /// `[N, C, spatial]` of a tensor of rank ≥ 2.
 fn ncs(shape: &[usize]) -> (usize, usize, usize) {
     (shape[0], shape[1], shape[2..].iter().product())
 }
 
+/// Planes per parallel task: enough work (about 16k values) that scheduling does not show.
+fn planes_per_task(s: usize) -> usize {
+    (16384 / s.max(1)).max(1)
+}
+
+/// `f` of every `s`-long plane of `x` (in memory order, so the traversal is one stream the
+/// prefetcher follows; walking one channel's planes across the batch jumps a page per plane).
+fn per_plane<T: Send>(x: &[f32], s: usize, f: impl Fn(usize, &[f32]) -> T + Sync) -> Vec<T> {
+    x.par_chunks(s.max(1))
+        .with_min_len(planes_per_task(s))
+        .enumerate()
+        .map(|(plane, p)| f(plane, p))
+        .collect()
+}
+
 /// Per-channel mean and biased variance in one pass over the activation: each plane's sum
 /// and sum of squares of `x − x₀` (shifted by its first value, so that f32 lanes do not
-/// cancel when the mean is large against the spread), combined across planes with Chan et
-/// al.'s pairwise formula in f64.
+/// cancel when the mean is large against the spread), then combined per channel across the
+/// batch, in order, with Chan et al.'s pairwise formula in f64.
 fn stats_kernel(x: &[f32], (n, c, s): (usize, usize, usize)) -> Vec<f32> {
+    // (plane mean, plane M2) of every plane.
+    let planes = per_plane(x, s, |_, p| {
+        let Some(&x0) = p.first() else {
+            return (0.0, 0.0);
+        };
+        let (sum, sq) = lane_sums2(p, p, p, |v, _, _| (v - x0, (v - x0) * (v - x0)));
+        let k = s as f64;
+        (x0 as f64 + sum / k, sq - sum * sum / k)
+    });
     let per: Vec<(f32, f32)> = (0..c)
-        .into_par_iter()
         .map(|ci| {
             // (count, mean, M2) of the planes seen so far.
             let (mut count, mut mean, mut m2) = (0f64, 0f64, 0f64);
-            for ni in 0..n {
-                let p = &x[(ni * c + ci) * s..][..s];
-                let Some(&x0) = p.first() else { continue };
-                let sum = lane_sum(p, p, |v, _| v - x0);
-                let sq = lane_sum(p, p, |v, _| (v - x0) * (v - x0));
-                let k = s as f64;
-                let (p_mean, p_m2) = (x0 as f64 + sum / k, sq - sum * sum / k);
+            let k = s as f64;
+            // No planes at all when they are empty (s = 0).
+            for &(p_mean, p_m2) in (0..n).filter_map(|ni| planes.get(ni * c + ci)) {
                 let total = count + k;
                 let delta = p_mean - mean;
                 mean += delta * k / total;
@@ -204,33 +178,26 @@ fn backward_kernel(
     // The output gradient masked by the ReLU (`out` is only kept when fused with one) is
     // recomputed in both passes rather than stored: two passes over the activation, no copy.
     let mask = out.filter(|_| relu);
-    // Σg and Σg·x̂ per channel.
-    let sums: Vec<(f64, f64)> =
-        (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let (mean, is) = (stats[ci], inv[ci]);
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for ni in 0..n {
-                    let off = (ni * c + ci) * s;
-                    let (g, xs) = (&dy[off..off + s], &x[off..off + s]);
-                    match mask {
-                        Some(o) => {
-                            let o = &o[off..off + s];
-                            sg += lane_sum(g, o, |g, o| if o > 0.0 { g } else { 0.0 });
-                            sgx += lane_sum3(g, o, xs, |g, o, v| {
-                                if o > 0.0 { g * (v - mean) * is } else { 0.0 }
-                            });
-                        }
-                        None => {
-                            sg += lane_sum(g, g, |g, _| g);
-                            sgx += lane_sum(g, xs, |g, v| g * (v - mean) * is);
-                        }
-                    }
-                }
-                (sg, sgx)
-            })
-            .collect();
+    // Σg and Σg·(x − μ) per plane, in memory order, then Σg and Σg·x̂ per channel.
+    let planes = per_plane(dy, s, |plane, g| {
+        let off = plane * s;
+        let (xs, mean) = (&x[off..off + s], stats[plane % c]);
+        match mask {
+            Some(o) => lane_sums2(g, xs, &o[off..off + s], |g, v, o| {
+                let g = relu_mask(g, o);
+                (g, g * (v - mean))
+            }),
+            None => lane_sums2(g, xs, xs, |g, v, _| (g, g * (v - mean))),
+        }
+    });
+    let sums: Vec<(f64, f64)> = (0..c)
+        .map(|ci| {
+            let (sg, sgx) = (0..n)
+                .filter_map(|ni| planes.get(ni * c + ci))
+                .fold((0.0, 0.0), |acc, p| (acc.0 + p.0, acc.1 + p.1));
+            (sg, sgx * inv[ci] as f64)
+        })
+        .collect();
     let count = (n * s).max(1) as f64;
     let mut dx = uninit_buffer(n * c * s);
     dx.par_chunks_mut(s.max(1))

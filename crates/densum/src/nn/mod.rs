@@ -9,6 +9,7 @@ pub mod fast_dense_head;
 pub mod fast_dense_sum;
 pub mod fast_eltwise;
 pub mod fast_norm;
+pub(crate) mod lanes;
 pub mod norm;
 
 pub use attention::{
