@@ -10,11 +10,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use densum::burn;
 use densum::nn::fast_dense_head::{MAX_TERMS, dense_head, fast_dense_head_applies};
 
-/// max |a - b| / max(max |b|, tiny): a relative error over the whole tensor.
-fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
-    (a - b).abs().max().into_scalar::<f32>() / scale
-}
+mod common;
+use common::rel_err;
 
 /// Per-channel mean over images and positions, `[1, C, 1, 1]`.
 fn channel_mean(x: Tensor<4>) -> Tensor<4> {

@@ -17,11 +17,8 @@ use densum::weights::PathTracker;
 use densum::zoo::{self, Dataset, ModelOptions};
 use densum::{Net, burn};
 
-/// max |a - b| / max(max |b|, tiny): a relative error over the whole tensor.
-fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
-    (a - b).abs().max().into_scalar::<f32>() / scale
-}
+mod common;
+use common::rel_err;
 
 /// Norm of the fused sum: `Some(groups)` for a parameter-free group norm, `None` for none.
 fn check_sum(terms: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {

@@ -7,11 +7,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use densum::nn::conv2d_fast;
 use densum::nn::fast_conv::fast_conv_applies;
 
-/// max |a - b| / max(max |b|, tiny): a relative error over the whole tensor.
-fn rel_err<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12);
-    (a - b).abs().max().into_scalar::<f32>() / scale
-}
+mod common;
+use common::rel_err;
 
 /// Output, input gradient and weight gradient of `conv` on the autodiff Flex device, with an
 /// output gradient that is not all ones (so every position is weighted differently).

@@ -30,6 +30,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::fast_conv::{assume_init, flex, gemm, uninit_buffer, values};
+use super::fast_dense_sum::present;
 use super::fast_norm::fast_norm_applies;
 
 /// Input parts one operation reads; more parts are chained (see [`dense_head`]).
@@ -247,12 +248,6 @@ fn backward_kernel(
         beta: dbeta.iter().map(|&v| v as f32).collect(),
         parts: dparts,
     }
-}
-
-/// The first `terms` slots.
-fn present<T>(slots: [T; MAX_TERMS], terms: usize) -> Vec<T> {
-    assert!((1..=MAX_TERMS).contains(&terms), "1 to {MAX_TERMS} parts");
-    slots.into_iter().take(terms).collect()
 }
 
 fn layout(acc: &FlexTensor, weight: &FlexTensor, parts: &[FlexTensor]) -> (Layout, Vec<usize>) {

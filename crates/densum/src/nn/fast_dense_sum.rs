@@ -382,9 +382,10 @@ fn backward_kernel(
     }
 }
 
-/// The first `terms` slots.
-fn present<T>(slots: [T; MAX_TERMS], terms: usize) -> Vec<T> {
-    assert!((1..=MAX_TERMS).contains(&terms), "1 to {MAX_TERMS} terms");
+/// The first `terms` slots of a fixed-arity operation's inputs (Burn's backend extensions
+/// take a fixed number of tensors; unused slots are placeholders).
+pub(crate) fn present<T, const N: usize>(slots: [T; N], terms: usize) -> Vec<T> {
+    assert!((1..=N).contains(&terms), "1 to {N} inputs, not {terms}");
     slots.into_iter().take(terms).collect()
 }
 
