@@ -5,7 +5,7 @@ Runs `densum bench --json` for the given models, then times the same networks in
 (torchvision where it has the model, tools/reference otherwise), and prints densum / PyTorch
 ratios of throughput for training and inference. Ratios > 1 mean densum is faster.
 
-    .venv/bin/python tools/side_by_side.py resnet50 dsnet50 --dataset cifar100 --width 0.25 --batch 64
+    .venv/bin/python tools/side_by_side.py resnet50 dsnet50 --dataset cifar100 --width 0.25 --batch 64 --rounds 3
 
 Both sides use every core by default (torch.set_num_threads and RAYON_NUM_THREADS, both set
 from --threads), random inputs, SGD with momentum 0.9 for the training step.
@@ -88,33 +88,53 @@ def main() -> None:
                     help="threads for both sides (torch.set_num_threads, RAYON_NUM_THREADS); on a "
                          "machine shared with other jobs, 1 keeps PyTorch's OpenMP threads from "
                          "spinning against the load")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the whole comparison (densum, then PyTorch) this many times and "
+                         "report every round's ratios and their median; on a shared machine one "
+                         "round can land in someone else's burst")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     cmd = [args.densum, "bench", *args.models, "--dataset", args.dataset, "--width", str(args.width),
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--iters", str(args.iters), "--json"]
-    ours = {r["model"]: r for r in json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)}
     size = 224 if args.dataset == "imagenet" else 32
     print(f"{args.dataset}, width {args.width}, batch {args.batch}, {args.warmup}+{args.iters} iterations, "
           f"{torch.get_num_threads()} threads; images/s")
     print("ratio = densum / PyTorch; NCHW is PyTorch's default layout, NHWC its channels_last")
-    print(f"{'model':16} {'mode':6} {'densum':>9} {'pt NCHW':>9} {'ratio':>7} {'pt NHWC':>9} {'ratio':>7}")
-    for name in args.models:
-        timings = []
-        for channels_last in (False, True):
-            torch.manual_seed(0)
-            model = pytorch_model(name, args.dataset, args.width)
-            timings.append(time_pytorch(model, args.batch, size, CLASSES[args.dataset], args.warmup,
-                                        args.iters, channels_last))
-        (train, infer), (train_cl, infer_cl) = timings
-        r = ours[name]
-        for mode, theirs, theirs_cl, mine in [
-                ("train", train, train_cl, r["train"]["images_per_s"]),
-                ("infer", infer, infer_cl, r["infer"]["images_per_s"])]:
-            print(f"{name:16} {mode:6} {mine:9.1f} {theirs:9.1f} {mine / theirs:7.2f} "
-                  f"{theirs_cl:9.1f} {mine / theirs_cl:7.2f}")
-
+    header = f"{'model':16} {'mode':6} {'densum':>9} {'pt NCHW':>9} {'ratio':>7} {'pt NHWC':>9} {'ratio':>7}"
+    # (model, mode) -> [(ratio vs NCHW, ratio vs NHWC)] over rounds.
+    ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for rnd in range(args.rounds):
+        if args.rounds > 1:
+            print(f"round {rnd + 1} of {args.rounds}, {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+        print(header)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        ours = {r["model"]: r for r in json.loads(out)}
+        for name in args.models:
+            timings = []
+            for channels_last in (False, True):
+                torch.manual_seed(0)
+                model = pytorch_model(name, args.dataset, args.width)
+                timings.append(time_pytorch(model, args.batch, size, CLASSES[args.dataset], args.warmup,
+                                            args.iters, channels_last))
+            (train, infer), (train_cl, infer_cl) = timings
+            r = ours[name]
+            for mode, theirs, theirs_cl, mine in [
+                    ("train", train, train_cl, r["train"]["images_per_s"]),
+                    ("infer", infer, infer_cl, r["infer"]["images_per_s"])]:
+                print(f"{name:16} {mode:6} {mine:9.1f} {theirs:9.1f} {mine / theirs:7.2f} "
+                      f"{theirs_cl:9.1f} {mine / theirs_cl:7.2f}")
+                ratios.setdefault((name, mode), []).append((mine / theirs, mine / theirs_cl))
+    if args.rounds > 1:
+        print(f"median over {args.rounds} rounds [min, max]")
+        print(f"{'model':16} {'mode':6} {'vs NCHW':>20} {'vs NHWC':>20}")
+        for (name, mode), rs in ratios.items():
+            cols = []
+            for k in (0, 1):
+                v = [r[k] for r in rs]
+                cols.append(f"{statistics.median(v):.2f} [{min(v):.2f}, {max(v):.2f}]")
+            print(f"{name:16} {mode:6} {cols[0]:>20} {cols[1]:>20}")
 
 if __name__ == "__main__":
     main()
