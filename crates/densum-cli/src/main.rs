@@ -193,6 +193,14 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // `densum bench ... --json | head` closes the pipe before we finish writing. Rust ignores
+    // SIGPIPE, which turns that write into a panic inside `println!`; restoring the default
+    // ends the process quietly, as every Unix tool does.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any thread exists; only changes a signal disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Reuse freed activation buffers instead of fresh zero-filled pages (faster training).
     densum::measure::alloc::keep_freed_memory();
     let cli = Cli::parse();

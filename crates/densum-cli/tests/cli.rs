@@ -401,3 +401,19 @@ fn init_and_predict_work_for_the_concatenating_and_multi_scale_families() {
         );
     }
 }
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::process::{Command, Stdio};
+    // The reader goes away before the command writes (as with `densum models | head -0`).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_densum"))
+        .args(["info", "resnet18", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
