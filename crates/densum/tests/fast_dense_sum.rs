@@ -21,6 +21,13 @@ mod common;
 use common::rel_err;
 
 /// Norm of the fused sum: `Some(groups)` for a parameter-free group norm, `None` for none.
+/// The tests of this file share the device's random generator. Each holds this lock, so the
+/// seeded model tests draw the same values whatever else runs.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn check_sum(terms: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {
     let device = Device::flex().autodiff();
     let (n, c, h, w) = (3, 6, 5, 4);
@@ -97,6 +104,7 @@ fn check_sum(terms: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {
 
 #[test]
 fn fused_sum_matches_composed() {
+    let _serial = serial();
     // GroupNorm (3 groups of 2), LayerNorm (1 group), InstanceNorm (a group per channel), none.
     for norm in [Some(3), Some(1), Some(6), None] {
         for (scalar, relu_out) in [(false, true), (true, false), (false, false), (true, true)] {
@@ -109,6 +117,7 @@ fn fused_sum_matches_composed() {
 
 #[test]
 fn long_histories_chain_fused_sums() {
+    let _serial = serial();
     // More earlier outputs than one operation takes (ResNet-101's third stage has 22).
     check_sum(MAX_TERMS + 3, Some(3), false, true);
     check_sum(2 * MAX_TERMS, None, true, true);
@@ -119,6 +128,7 @@ fn long_histories_chain_fused_sums() {
 /// convolution-free stand-ins (`y1 = 2·y0`-like intermediate nodes), two sums reading them.
 #[test]
 fn stage_of_sums_accumulates_gradients() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let normal = Distribution::Normal(0.0, 1.0);
     let shape = [2, 6, 4, 5];
@@ -176,6 +186,7 @@ fn stage_of_sums_accumulates_gradients() {
 
 #[test]
 fn inference_device_matches_composed() {
+    let _serial = serial();
     let device = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);
     let branch = Tensor::<4>::random([2, 4, 3, 3], normal, &device);
@@ -243,8 +254,18 @@ fn model_step(
     }
 }
 
+/// Fused against composed dense shortcuts in a whole model: logits, input gradient and every
+/// parameter's gradient, relative to the reference's scale.
+///
+/// The draws are fixed (seeded). Why: the two paths round differently (~1e-7), and a
+/// pre-activation that close to zero flips its ReLU, which moves every gradient downstream of
+/// that unit by O(1) of its size. Measured on the composed path alone, a 1e-6 relative
+/// perturbation of the input moved dsnet50's input gradient by 0.7-8 %; with random draws
+/// about one run of this file in seven hit such a flip somewhere. A fixed draw without a flip
+/// keeps the strict bound meaningful: a wrong gradient is off by O(1).
 fn check_model(model: &str, options: ModelOptions) {
     let device = Device::flex().autodiff();
+    device.seed(7);
     let spec = zoo::resolve(model, &options).unwrap();
     let net = burn::module::Module::train(Net::new(&spec.config, &device));
     let normal = Distribution::Normal(0.0, 1.0);
@@ -253,8 +274,10 @@ fn check_model(model: &str, options: ModelOptions) {
     let probe = Tensor::<2>::random([2, spec.config.num_classes], normal, &device);
     let (l0, dx0, g0) = model_step(&net, &x, &probe, false);
     let (l1, dx1, g1) = model_step(&net, &x, &probe, true);
-    assert!(rel_err(l1, l0) <= 1e-4, "{model}: logits");
-    assert!(rel_err(dx1, dx0) <= 1e-4, "{model}: input gradient");
+    let e = rel_err(l1, l0);
+    assert!(e <= 1e-4, "{model}: logits differ by {e:.2e}");
+    let e = rel_err(dx1, dx0);
+    assert!(e <= 1e-4, "{model}: input gradient differs by {e:.2e}");
     assert_eq!(
         g0.len(),
         g1.len(),
@@ -290,16 +313,19 @@ fn options() -> ModelOptions {
 
 #[test]
 fn dsnet_model_matches_composed() {
+    let _serial = serial();
     check_model("dsnet50", options());
 }
 
 #[test]
 fn ds2net_model_matches_composed() {
+    let _serial = serial();
     check_model("ds2net50", options());
 }
 
 #[test]
 fn dsnet_variants_match_composed() {
+    let _serial = serial();
     use densum::connect::DsWeightKind;
     use densum::nn::NormKind;
     check_model("dsnet26_a", options());
