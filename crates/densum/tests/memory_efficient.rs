@@ -84,7 +84,12 @@ fn seeded_input(device: &Device) -> Tensor<4> {
 
 fn initial_weights(model: &str, blocks: &[usize]) -> weights::TensorMap {
     let spec = zoo::resolve(model, &options(blocks, false)).unwrap();
-    let net = Net::new(&spec.config, &Device::default());
+    let device = Device::default();
+    // Fixed weights: the two modes round differently (~1e-7), and with random weights a
+    // pre-activation that close to zero flips its ReLU in one mode only, which moves the
+    // gradients behind it far beyond the bounds (2 of 50 runs failed so, up to 1.2e-2).
+    device.seed(11);
+    let net = Net::new(&spec.config, &device);
     weights::named_tensors(&net)
         .into_iter()
         .map(|t| (t.name, (t.shape, t.values)))
