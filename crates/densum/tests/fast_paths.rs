@@ -78,6 +78,20 @@ fn spatial_convolutions_match_generic() {
     check(1, 2, 3, [3, 3], 5, 1, 2); // kernel larger than the map's interior
 }
 
+/// Shapes that take the AVX2 tile kernel where the CPU has it (`nn/tile_gemm.rs`): 1x1 with
+/// at most 32 outputs, depth ≥ 32 and ≥ 256 positions; stride-1 "same" convolutions on planes
+/// at least 16 wide (shifted views of a padded copy), whose input gradients are the same kind
+/// of convolution. Odd channel counts and plane widths reach the kernel's row and column tails.
+#[test]
+fn tiled_convolutions_match_generic() {
+    check(2, 40, 13, [16, 17], 1, 1, 0); // pointwise forward; input gradient with 40 outputs
+    check(2, 13, 40, [16, 16], 1, 1, 0); // pointwise input gradient on the tile kernel
+    check(2, 5, 7, [9, 17], 3, 1, 1); // shifted 3x3, non-square
+    check(2, 6, 11, [16, 16], 3, 1, 1);
+    check(1, 3, 5, [18, 16], 5, 1, 2); // 5x5, pad 2
+    check(2, 4, 6, [16, 16], 3, 2, 1); // strided: not tiled, the gemm path
+}
+
 #[test]
 fn unsupported_cases_fall_back_to_generic() {
     // Grouped and dilated convolutions take Burn's path inside the extension.
@@ -252,6 +266,8 @@ fn folded_conv_batch_norm_inference_matches_generic() {
         (4, 6, 3, 2, 1),
         (3, 5, 7, 2, 1),
         (8, 8, 3, 1, 4),
+        (40, 12, 1, 1, 1), // tiled 1x1 (with the 16x16 plane below)
+        (4, 6, 3, 1, 1),   // tiled shifted 3x3 (with the 16x16 plane below)
     ] {
         let cv = conv(c, o, k, stride, groups, &device);
         let base = BatchNormConfig::new(o).init(&device);
@@ -266,18 +282,20 @@ fn folded_conv_batch_norm_inference_matches_generic() {
             )),
             ..base
         };
-        let x = Tensor::<4>::random([3, c, 9, 8], normal, &device);
-        for relu in [false, true] {
-            let y0 = bn.forward(cv.forward(x.clone()));
-            let y0 = if relu {
-                burn::tensor::activation::relu(y0)
-            } else {
-                y0
-            };
-            let y1 = conv_bn_forward(&cv, &bn, x.clone(), relu);
-            let case = format!("c{c} o{o} k{k} s{stride} g{groups} relu={relu}");
-            assert_eq!(y1.dims(), y0.dims(), "{case}");
-            assert!(rel_err(y1, y0) <= 1e-5, "{case}");
+        for hw in [[9, 8], [16, 16]] {
+            let x = Tensor::<4>::random([3, c, hw[0], hw[1]], normal, &device);
+            for relu in [false, true] {
+                let y0 = bn.forward(cv.forward(x.clone()));
+                let y0 = if relu {
+                    burn::tensor::activation::relu(y0)
+                } else {
+                    y0
+                };
+                let y1 = conv_bn_forward(&cv, &bn, x.clone(), relu);
+                let case = format!("c{c} o{o} k{k} s{stride} g{groups} {hw:?} relu={relu}");
+                assert_eq!(y1.dims(), y0.dims(), "{case}");
+                assert!(rel_err(y1, y0) <= 1e-5, "{case}");
+            }
         }
     }
 }
