@@ -86,6 +86,7 @@ fn spatial_convolutions_match_generic() {
 fn tiled_convolutions_match_generic() {
     check(2, 40, 13, [16, 17], 1, 1, 0); // pointwise forward; input gradient with 40 outputs
     check(2, 13, 40, [16, 16], 1, 1, 0); // pointwise input gradient on the tile kernel
+    check(1, 40, 9, [32, 33], 1, 1, 0); // two bands of the copied input (816 + 240 columns)
     check(2, 5, 7, [9, 17], 3, 1, 1); // shifted 3x3, non-square
     check(2, 6, 11, [16, 16], 3, 1, 1);
     check(1, 3, 5, [18, 16], 5, 1, 2); // 5x5, pad 2

@@ -752,6 +752,10 @@ impl Shifted {
     }
 }
 
+/// Values per band of a 1x1 convolution's input copied for the tile kernel: 128 KB, a
+/// quarter of the L2 cache of the cores measured here.
+const BAND_VALUES: usize = 32 * 1024;
+
 /// [`forward`] on the tile kernel (see [`tiled_forward`]); the weights are packed once.
 fn forward_tiled(
     g: &Geom,
@@ -764,15 +768,27 @@ fn forward_tiled(
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
     let a = PackedA::new(g.o, k, |o, r| w[o * k + r]);
     let mut y = uninit_buffer(g.n * img_out);
+    // 1x1: the image's rows are copied a band of columns at a time into a contiguous buffer,
+    // since rows P apart (4 KB at 32x32) fall into the same L1 sets (measured 1.13-1.17x faster
+    // than `gemm` when read in place, 1.35-1.46x from the band).
+    let band = (BAND_VALUES / k.max(1)).clamp(16, p.max(16)) / 16 * 16;
     let rows = match how {
-        Tiled::Pointwise => tile_gemm::strided_rows(k, p),
+        Tiled::Pointwise => tile_gemm::strided_rows(k, band),
         Tiled::Shifted(sh) => sh.rows(g),
     };
     y.par_chunks_mut(img_out.max(1))
         .zip(x.par_chunks(img_in.max(1)))
         .for_each(|(y_n, x_n)| match how {
             Tiled::Pointwise => {
-                product(&a, x_n, &rows, p, y_n, p, false);
+                with_scratch(k * band, |buf| {
+                    for p0 in (0..p).step_by(band) {
+                        let width = band.min(p - p0);
+                        for (dst, src) in buf.chunks_exact_mut(band).zip(x_n.chunks_exact(p)) {
+                            dst[..width].copy_from_slice(&src[p0..p0 + width]);
+                        }
+                        product(&a, buf, &rows, width, &mut y_n[p0..], p, false);
+                    }
+                });
                 if let Some(e) = epilogue {
                     // SAFETY: the product above wrote all of y_n.
                     e.apply(unsafe { assume_init_mut(y_n) }, p);

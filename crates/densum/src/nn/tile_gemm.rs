@@ -106,17 +106,16 @@ pub(crate) fn product(
                 // `tile` reads only those `cols` columns; C's rows panel·MR + r (r < tile_rows)
                 // have `j0 + cols ≤ width` values at stride ldc inside `c` (asserts above).
                 unsafe {
-                    x86::tile(
-                        tile_rows,
-                        cols,
+                    let op = x86::Operands {
                         k,
-                        pa.as_ptr(),
-                        src.as_ptr().add(j0),
-                        rows.as_ptr(),
-                        c.as_mut_ptr().cast::<f32>().add(panel * MR * ldc + j0),
+                        a: pa.as_ptr(),
+                        b: src.as_ptr().add(j0),
+                        rows_b: rows.as_ptr(),
+                        c: c.as_mut_ptr().cast::<f32>().add(panel * MR * ldc + j0),
                         ldc,
                         accumulate,
-                    );
+                    };
+                    x86::tile(tile_rows, cols, op);
                 }
             }
         }
@@ -146,27 +145,27 @@ mod x86 {
     use super::{LANES, MR};
     use std::arch::x86_64::*;
 
+    /// One product's operands: `C (+)= A_panel[·, k] · B[k, ·]`, row `d` of `B` at
+    /// `b + rows_b[d]`, `C` rows at stride `ldc`.
+    #[derive(Clone, Copy)]
+    pub(super) struct Operands {
+        pub k: usize,
+        pub a: *const f32,
+        pub b: *const f32,
+        pub rows_b: *const usize,
+        pub c: *mut f32,
+        pub ldc: usize,
+        pub accumulate: bool,
+    }
+
     /// One register tile: `C[rows, cols] (+)= A_panel[rows, k] · B[k, cols]`.
     ///
-    /// Row `d` of `B` starts at `b + rows[d]`.
-    ///
     /// # Safety
-    /// AVX2 and FMA must be available; `a` holds `k·MR` values; `rows` holds `k` offsets and
-    /// each row of `B` has `cols` readable values; `c` rows `0..rows` at stride `ldc` have
-    /// `cols` writable values.
-    #[allow(clippy::too_many_arguments)]
+    /// AVX2 and FMA must be available; `a` holds `k·MR` values; `rows_b` holds `k` offsets
+    /// and each row of `B` has `cols` readable values; `C` rows `0..rows` at stride `ldc`
+    /// have `cols` writable values.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile(
-        rows: usize,
-        cols: usize,
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        rows_b: *const usize,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    pub(super) unsafe fn tile(rows: usize, cols: usize, op: Operands) {
         // SAFETY (whole body): the caller's contract above.
         unsafe {
             let vectors = cols / LANES;
@@ -175,7 +174,7 @@ mod x86 {
                 // this AVX2 function and compiled with its features.
                 macro_rules! run {
                     ($r:literal, $v:literal) => {
-                        full::<$r, $v>(k, a, b, rows_b, c, ldc, accumulate)
+                        full::<$r, $v>(op)
                     };
                 }
                 match (rows, vectors) {
@@ -200,28 +199,27 @@ mod x86 {
             // Fewer than 8 columns left: copy them into a one-vector scratch band, compute
             // into a scratch tile, and write back the valid part.
             let rest = cols - done;
-            let mut bb = vec![0.0f32; k * LANES];
-            let mut bb_rows = Vec::with_capacity(k);
-            for d in 0..k {
-                let from = b.add(*rows_b.add(d) + done);
+            let mut bb = vec![0.0f32; op.k * LANES];
+            let mut bb_rows = Vec::with_capacity(op.k);
+            for d in 0..op.k {
+                let from = op.b.add(*op.rows_b.add(d) + done);
                 std::ptr::copy_nonoverlapping(from, bb.as_mut_ptr().add(d * LANES), rest);
                 bb_rows.push(d * LANES);
             }
             let mut cc = [0.0f32; MR * LANES];
-            full::<MR, 1>(
-                k,
-                a,
-                bb.as_ptr(),
-                bb_rows.as_ptr(),
-                cc.as_mut_ptr(),
-                LANES,
-                false,
-            );
+            full::<MR, 1>(Operands {
+                b: bb.as_ptr(),
+                rows_b: bb_rows.as_ptr(),
+                c: cc.as_mut_ptr(),
+                ldc: LANES,
+                accumulate: false,
+                ..op
+            });
             for r in 0..rows {
                 for j in 0..rest {
-                    let dst = c.add(r * ldc + done + j);
+                    let dst = op.c.add(r * op.ldc + done + j);
                     let v = cc[r * LANES + j];
-                    *dst = if accumulate { *dst + v } else { v };
+                    *dst = if op.accumulate { *dst + v } else { v };
                 }
             }
         }
@@ -230,15 +228,16 @@ mod x86 {
     /// The full `R x 8V` tile (`R ≤ 6`, `V ≤ 2`): `V` vector loads of `B` and `R` broadcasts
     /// of `A` per depth step feed `R·V` independent FMA chains.
     #[inline(always)]
-    unsafe fn full<const R: usize, const V: usize>(
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        rows_b: *const usize,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn full<const R: usize, const V: usize>(op: Operands) {
+        let Operands {
+            k,
+            a,
+            b,
+            rows_b,
+            c,
+            ldc,
+            accumulate,
+        } = op;
         // SAFETY (whole body): the caller's contract (see `tile`).
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); V]; R];
