@@ -351,9 +351,10 @@ fn gemm_raw(
     }
 }
 
-/// Row-major `dst[m, n] (+)= a · b` over an initialised destination.
+/// Row-major `dst[m, n] (+)= a · b` over an initialised destination, through the `gemm` crate
+/// on one thread (`a` and `b` given with their row and column strides).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
+pub fn gemm(
     m: usize,
     n: usize,
     k: usize,

@@ -11,7 +11,7 @@ pub mod fast_eltwise;
 pub mod fast_norm;
 pub(crate) mod lanes;
 pub mod norm;
-pub(crate) mod tile_gemm;
+pub mod tile_gemm;
 
 pub use attention::{
     AttentionKind, Cbam, SqueezeExcite, apply_attention, attention, attention_macs,

@@ -24,7 +24,7 @@ const NR: usize = 16;
 const LANES: usize = 8;
 
 /// Whether the tile kernel can run on this CPU (checked once).
-pub(crate) fn available() -> bool {
+pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -41,7 +41,7 @@ pub(crate) fn available() -> bool {
 
 /// `A[M, K]` in panels of [`MR`] rows, each stored depth-major (`[K][MR]`), the last panel
 /// padded with zero rows: the layout the register tile reads with broadcasts.
-pub(crate) struct PackedA {
+pub struct PackedA {
     data: Vec<f32>,
     m: usize,
     k: usize,
@@ -49,7 +49,7 @@ pub(crate) struct PackedA {
 
 impl PackedA {
     /// Packs `A` given by element: `a(row, depth)`.
-    pub(crate) fn new(m: usize, k: usize, a: impl Fn(usize, usize) -> f32) -> Self {
+    pub fn new(m: usize, k: usize, a: impl Fn(usize, usize) -> f32) -> Self {
         let panels = m.div_ceil(MR);
         let mut data = vec![0.0f32; panels * k * MR];
         for (panel, chunk) in data.chunks_exact_mut(k * MR).enumerate() {
@@ -65,7 +65,7 @@ impl PackedA {
 }
 
 /// The row starts of a matrix stored with row stride `ld`: `[0, ld, 2·ld, ...]` (`k` rows).
-pub(crate) fn strided_rows(k: usize, ld: usize) -> Vec<usize> {
+pub fn strided_rows(k: usize, ld: usize) -> Vec<usize> {
     (0..k).map(|d| d * ld).collect()
 }
 
@@ -76,7 +76,7 @@ pub(crate) fn strided_rows(k: usize, ld: usize) -> Vec<usize> {
 ///
 /// # Panics
 /// If `rows` does not have `A`'s depth or a slice is too short for the shapes given.
-pub(crate) fn product(
+pub fn product(
     a: &PackedA,
     src: &[f32],
     rows: &[usize],
