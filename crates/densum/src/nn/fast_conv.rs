@@ -514,35 +514,29 @@ fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dw
 }
 
-/// The convolution whose forward is `g`'s input gradient, when `g` keeps the plane size (1x1
+/// The input gradient of `g` on the tile kernel when the convolution keeps the plane size (1x1
 /// stride 1, or stride-1 "same"): `dX = conv(dY, W')` with `W'[c, o, ki, kj] = W[o, c, kh−1−ki,
-/// kw−1−kj]` (channels swapped, kernel rotated by 180°), so [`forward_tiled`] computes it without
-/// an im2col or col2im. Returns that geometry and `W'`.
-fn transposed(g: &Geom, w: &[f32]) -> (Geom, Vec<f32>) {
+/// kw−1−kj]` (channels swapped, kernel rotated by 180°), a forward that [`forward_tiled`]
+/// computes without an im2col or col2im. `W'` is packed straight from `W`.
+fn input_grad_tiled(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     let t = Geom {
         c: g.o,
         o: g.c,
         ..*g
     };
+    let how = tiled_forward(&t)?;
     let taps = g.kh * g.kw;
-    let mut wt = vec![0.0f32; w.len()];
-    for o in 0..g.o {
-        for c in 0..g.c {
-            for tap in 0..taps {
-                wt[(c * g.o + o) * taps + (taps - 1 - tap)] = w[(o * g.c + c) * taps + tap];
-            }
-        }
-    }
-    (t, wt)
+    let a = PackedA::new(g.c, g.o * taps, |c, r| {
+        let (o, tap) = (r / taps, r % taps);
+        w[(o * g.c + c) * taps + (taps - 1 - tap)]
+    });
+    Some(forward_tiled(&t, how, dy, &a, None))
 }
 
 /// Input gradient `[N, C, H, W]`: one GEMM (and col2im) per image, images in parallel.
 fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
-    if g.pointwise() || Shifted::of(g).is_some() {
-        let (t, wt) = transposed(g, w);
-        if let Some(how) = tiled_forward(&t) {
-            return forward_tiled(&t, how, dy, &wt, None);
-        }
+    if let Some(dx) = input_grad_tiled(g, w, dy) {
+        return dx;
     }
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
@@ -602,7 +596,9 @@ impl Epilogue<'_> {
 /// an optional epilogue applied to each image's output while it is in cache.
 fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
     if let Some(how) = tiled_forward(g) {
-        return forward_tiled(g, how, x, w, epilogue);
+        let k = g.k();
+        let a = PackedA::new(g.o, k, |o, r| w[o * k + r]);
+        return forward_tiled(g, how, x, &a, epilogue);
     }
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
@@ -633,9 +629,9 @@ fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f3
 }
 
 /// Whether the forward of `g` runs on [`tile_gemm`] instead of the `gemm` crate, where that
-/// measured faster per image (AMD EPYC, AVX2, one thread, `op_profile`):
-/// - 1x1 convolutions with few output channels over long rows (16-32 outputs, depth ≥ 32:
-///   1.1-1.5x); with 64 or more outputs or a shorter depth `gemm` stayed ahead;
+/// measured faster (AMD EPYC, AVX2, one thread, `examples/gemm_shapes` and `op_profile`):
+/// - 1x1 convolutions with few output channels over long rows (16-32 outputs, depth 64-144:
+///   1.28-1.64x per product); with 64 or more outputs over a depth of 16 `gemm` stayed ahead;
 /// - stride-1 "same" convolutions on planes at least 16 wide, read as shifted views of one
 ///   padded copy of the image ([`Shifted`]) instead of an im2col matrix that outgrows L2.
 fn tiled_forward(g: &Geom) -> Option<Tiled> {
@@ -757,21 +753,21 @@ impl Shifted {
 /// quarter of the L2 cache of the cores measured here.
 const BAND_VALUES: usize = 32 * 1024;
 
-/// [`forward`] on the tile kernel (see [`tiled_forward`]); the weights are packed once.
+/// [`forward`] on the tile kernel (see [`tiled_forward`]), with the weights `[O, K]` packed
+/// once by the caller.
 fn forward_tiled(
     g: &Geom,
     how: Tiled,
     x: &[f32],
-    w: &[f32],
+    a: &PackedA,
     epilogue: Option<Epilogue>,
 ) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    let a = PackedA::new(g.o, k, |o, r| w[o * k + r]);
     let mut y = uninit_buffer(g.n * img_out);
     // 1x1: the image's rows are copied a band of columns at a time into a contiguous buffer,
-    // since rows P apart (4 KB at 32x32) fall into the same L1 sets (measured 1.13-1.17x faster
-    // than `gemm` when read in place, 1.35-1.46x from the band).
+    // since rows P apart (4 KB at 32x32) fall into the same L1 sets (`examples/gemm_shapes`
+    // times the product this way).
     let band = (BAND_VALUES / k.max(1)).clamp(16, p.max(16)) / 16 * 16;
     let rows = match how {
         Tiled::Pointwise => tile_gemm::strided_rows(k, band),
@@ -787,7 +783,7 @@ fn forward_tiled(
                         for (dst, src) in buf.chunks_exact_mut(band).zip(x_n.chunks_exact(p)) {
                             dst[..width].copy_from_slice(&src[p0..p0 + width]);
                         }
-                        product(&a, buf, &rows, width, &mut y_n[p0..], p, false);
+                        product(a, buf, &rows, width, &mut y_n[p0..], p, false);
                     }
                 });
                 if let Some(e) = epilogue {
@@ -800,7 +796,7 @@ fn forward_tiled(
                 with_scratch(len + g.o * q, |buf| {
                     let (padded, wide) = buf.split_at_mut(len);
                     sh.pad(g, x_n, padded);
-                    product(&a, padded, &rows, q, as_uninit(wide), q, false);
+                    product(a, padded, &rows, q, as_uninit(wide), q, false);
                     sh.compact(g, wide, y_n, epilogue);
                 });
             }
@@ -938,8 +934,8 @@ pub fn fast_paths_enabled() -> bool {
 }
 
 /// Whether the convolutions may use [`tile_gemm`]'s kernel: when the CPU has it, unless the
-/// environment sets `DENSUM_TILE_GEMM=0` (the `gemm` crate everywhere, for A/B timing and for
-/// tests that compare the two).
+/// environment sets `DENSUM_TILE_GEMM=0` (the `gemm` crate everywhere, for A/B timing in the
+/// same binary).
 pub fn tile_gemm_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
