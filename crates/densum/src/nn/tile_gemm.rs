@@ -17,8 +17,8 @@ use std::mem::MaybeUninit;
 /// Rows of `A` per register tile.
 const MR: usize = 6;
 /// Columns of `C` per register tile: two 8-wide vectors, so a full tile keeps 12 accumulators,
-/// two `B` vectors and one broadcast in the 16 AVX registers (a 4x24 tile needs all 16 and
-/// spilled, measured 0.5-0.7x as fast).
+/// two `B` vectors and one broadcast in the 16 AVX registers (a 4x24 tile needs all 16, and
+/// it ran slower in a first benchmark of this session's, which was not kept).
 const NR: usize = 16;
 /// Values per vector.
 const LANES: usize = 8;
