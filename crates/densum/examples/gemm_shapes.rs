@@ -1,9 +1,9 @@
 //! The products of ResNet-50's convolutions (0.25x width, CIFAR, one image) through the `gemm`
-//! crate and through densum's tile kernel (`nn::tile_gemm`), one thread, best of 20 runs of
+//! crate and through densum's tile kernel (`nn::fast::tile_gemm`), one thread, best of 20 runs of
 //! 10 calls each, so the two are compared in the same process a moment apart (whole-network
 //! timings on a shared machine move more than the difference). Each product is
 //! `Y[O, P] = W[O, K] · X[K, P]` with `X` a 1x1 convolution's input (`K` = input channels);
-//! the tile kernel reads `X` from a contiguous band, as `fast_conv` does. Used for the
+//! the tile kernel reads `X` from a contiguous band, as `nn::fast::conv` does. Used for the
 //! per-product figures in docs/results/speed.md (session 5).
 //!
 //! `cargo run --release -p densum --example gemm_shapes`
@@ -11,8 +11,8 @@
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
-use densum::nn::fast_conv::gemm;
-use densum::nn::tile_gemm::{PackedA, available, product, strided_rows};
+use densum::nn::fast::matmul::gemm;
+use densum::nn::fast::tile_gemm::{PackedA, available, product, strided_rows};
 
 /// Best seconds per call of `f` over 20 runs of 10 calls, after one warm-up call.
 fn best(mut f: impl FnMut()) -> f64 {

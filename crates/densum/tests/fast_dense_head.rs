@@ -1,17 +1,19 @@
-//! The recomputing dense-layer head (nn/fast_dense_head.rs) against Burn's composed
+//! The recomputing dense-layer head (nn/fast/dense_head.rs) against Burn's composed
 //! operations: output and the gradients of every part, gamma, beta and the weight, for one
 //! part, a full operation and chained operations, with odd shapes, to a relative error of
-//! 1e-4.
+//! 1e-4. Each comparison asserts through `nn::fast::probe` that the fused side ran the head's
+//! kernels (one forward and one backward per chained operation) and the composed side none.
 
 use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use densum::burn;
-use densum::nn::fast_dense_head::{MAX_TERMS, dense_head, fast_dense_head_applies};
+use densum::nn::fast::dense_head::{MAX_TERMS, dense_head, fast_dense_head_applies};
+use densum::nn::fast::probe::{Kernel, counted};
 
 mod common;
-use common::rel_err;
+use common::{assert_ran, rel_err};
 
 /// Per-channel mean over images and positions, `[1, C, 1, 1]`.
 fn channel_mean(x: Tensor<4>) -> Tensor<4> {
@@ -75,9 +77,13 @@ fn check_head(terms: usize) {
             dps,
         )
     };
-    let (o0, dw0, dg0, db0, dps0) = run(false);
-    let (o1, dw1, dg1, db1, dps1) = run(true);
+    let ((o0, dw0, dg0, db0, dps0), composed) = counted(|| run(false));
+    let ((o1, dw1, dg1, db1, dps1), fused) = counted(|| run(true));
     let case = format!("{terms} parts of {chans:?} channels");
+    assert_ran(&composed, &[], &format!("composed, {case}"));
+    let ops = terms.div_ceil(MAX_TERMS) as u64;
+    let kernels = [(Kernel::DenseHead, ops), (Kernel::DenseHeadBackward, ops)];
+    assert_ran(&fused, &kernels, &case);
     assert!(rel_err(o1, o0) <= 1e-4, "output: {case}");
     assert!(rel_err(dw1, dw0) <= 1e-4, "weight gradient: {case}");
     assert!(rel_err(dg1, dg0) <= 1e-4, "gamma gradient: {case}");

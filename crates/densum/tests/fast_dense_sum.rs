@@ -1,8 +1,9 @@
-//! The fused dense shortcut (nn/fast_dense_sum.rs) against Burn's composed operations: the
+//! The fused dense shortcut (nn/fast/dense_sum.rs) against Burn's composed operations: the
 //! operation alone (outputs, gradients of the branch, every earlier output and the weights,
 //! for group/layer/instance norm and none, channel and scalar weights, with and without ReLU,
 //! short and chained histories), and whole DSNet / DS2Net models (logits, every parameter's
-//! gradient and the input's), to a relative error of 1e-4.
+//! gradient and the input's), to a relative error of 1e-4. Each comparison asserts through
+//! `nn::fast::probe` that the fused side ran the fused kernels and the composed side did not.
 
 use std::collections::HashMap;
 
@@ -10,15 +11,15 @@ use burn::module::{ModuleVisitor, Param};
 use burn::nn::GroupNormConfig;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
-use densum::nn::fast_dense_sum::{
-    MAX_TERMS, dense_sum, dense_sum_stats, fast_dense_sum_applies, with_generic_dense_sum,
-};
+use densum::nn::fast::dense_sum::{MAX_TERMS, dense_sum, dense_sum_stats, fast_dense_sum_applies};
+use densum::nn::fast::probe::{Kernel, counted};
+use densum::nn::fast::{Op, with_generic};
 use densum::weights::PathTracker;
 use densum::zoo::{self, Dataset, ModelOptions};
 use densum::{Net, burn};
 
 mod common;
-use common::rel_err;
+use common::{assert_ran, rel_err};
 
 /// Norm of the fused sum: `Some(groups)` for a parameter-free group norm, `None` for none.
 /// The tests of this file share the device's random generator. Each holds this lock, so the
@@ -92,8 +93,18 @@ fn check_sum(terms: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {
             dys,
         )
     };
-    let (o0, db0, dw0, dys0) = run(false);
-    let (o1, db1, dw1, dys1) = run(true);
+    let ((o0, db0, dw0, dys0), composed) = counted(|| run(false));
+    let ((o1, db1, dw1, dys1), fused) = counted(|| run(true));
+    // The reference's group norm is Burn's module, not the fused one.
+    assert_ran(&composed, &[], &format!("composed {case}"));
+    let ops = terms.div_ceil(MAX_TERMS) as u64;
+    let stats = if norm.is_some() { terms as u64 } else { 0 };
+    let kernels = [
+        (Kernel::DenseSumStats, stats),
+        (Kernel::DenseSum, ops),
+        (Kernel::DenseSumBackward, ops),
+    ];
+    assert_ran(&fused, &kernels, &case);
     assert!(rel_err(o1, o0) <= 1e-4, "output: {case}");
     assert!(rel_err(db1, db0) <= 1e-4, "branch gradient: {case}");
     assert!(rel_err(dw1, dw0) <= 1e-4, "weight gradient: {case}");
@@ -177,8 +188,16 @@ fn stage_of_sums_accumulates_gradients() {
             w2a.grad(&grads).unwrap(),
         )
     };
-    let (dx0, dw10, dw20) = run(false);
-    let (dx1, dw11, dw21) = run(true);
+    let ((dx0, dw10, dw20), composed) = counted(|| run(false));
+    let ((dx1, dw11, dw21), fused) = counted(|| run(true));
+    assert_ran(&composed, &[], "composed stage");
+    // Three statistics (y0 twice, y1), two sums, each with its backward.
+    let kernels = [
+        (Kernel::DenseSumStats, 3),
+        (Kernel::DenseSum, 2),
+        (Kernel::DenseSumBackward, 2),
+    ];
+    assert_ran(&fused, &kernels, "fused stage");
     assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient");
     assert!(rel_err(dw11, dw10) <= 1e-4, "first weights' gradient");
     assert!(rel_err(dw21, dw20) <= 1e-4, "second weights' gradient");
@@ -192,15 +211,19 @@ fn inference_device_matches_composed() {
     let branch = Tensor::<4>::random([2, 4, 3, 3], normal, &device);
     let y = Tensor::<4>::random([2, 4, 3, 3], Distribution::Normal(2.0, 3.0), &device);
     let w = Tensor::<2>::random([1, 4], normal, &device);
-    let stats = dense_sum_stats(&y, 2, 1e-5);
-    let fused = dense_sum(
-        branch.clone(),
-        w.clone(),
-        std::slice::from_ref(&y),
-        Some(&[stats]),
-        true,
-        false,
-    );
+    let (fused, ran) = counted(|| {
+        let stats = dense_sum_stats(&y, 2, 1e-5);
+        dense_sum(
+            branch.clone(),
+            w.clone(),
+            std::slice::from_ref(&y),
+            Some(&[stats]),
+            true,
+            false,
+        )
+    });
+    let kernels = [(Kernel::DenseSumStats, 1), (Kernel::DenseSum, 1)];
+    assert_ran(&ran, &kernels, "inference");
     let gn = GroupNormConfig::new(2, 4).with_affine(false).init(&device);
     let composed = relu(branch + gn.forward(y) * w.reshape([1, 4, 1, 1]));
     assert!(rel_err(fused, composed) <= 1e-5);
@@ -247,11 +270,29 @@ fn model_step(
         burn::module::Module::visit(net, &mut v);
         (logits.inner(), xa.grad(&grads).unwrap(), v.out)
     };
-    if fused {
-        step()
+    let (out, ran) = if fused {
+        counted(step)
     } else {
-        with_generic_dense_sum(step)
+        counted(|| with_generic(Op::DenseSum, step))
+    };
+    // The model's other fast operations (convolutions, norms) run either way.
+    let sums = ran.get(Kernel::DenseSum);
+    assert_eq!(
+        sums,
+        ran.get(Kernel::DenseSumBackward),
+        "a backward per sum: {ran:?}"
+    );
+    if fused {
+        assert!(sums > 0, "the fused sums ran: {ran:?}");
+    } else {
+        let fused_kernels = sums + ran.get(Kernel::DenseSumStats);
+        assert_eq!(fused_kernels, 0, "the composed sums ran: {ran:?}");
     }
+    assert!(
+        ran.get(Kernel::ConvWeightGrad) > 0,
+        "fast convolutions: {ran:?}"
+    );
+    out
 }
 
 /// Fused against composed dense shortcuts in a whole model: logits, input gradient and every

@@ -1,14 +1,68 @@
 //! The Flex fast paths give the same values as Burn's generic operations: forward outputs and
-//! gradients of input and weight agree to a relative error of 1e-4.
+//! gradients of input and weight agree to a relative error of 1e-4. Every comparison also
+//! asserts, through `nn::fast::probe`, which kernel each side ran: the fast side its expected
+//! kernel (the AVX2 tile kernel where this CPU has AVX2 and FMA), the reference none.
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use densum::nn::conv2d_fast;
-use densum::nn::fast_conv::fast_conv_applies;
+use densum::nn::fast::probe::{Kernel, counted};
+use densum::nn::fast::{self, Op};
 
 mod common;
-use common::rel_err;
+use common::{assert_ran, rel_err};
+
+/// Whether the convolutions should take the tile kernel where their shape does: this CPU has
+/// AVX2 and FMA (detected here, apart from the library's own check) and the environment does
+/// not switch the kernel off (`DENSUM_TILE_GEMM=0`, documented in `nn/fast/mod.rs`).
+fn tile_expected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let cpu =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let cpu = false;
+    cpu && std::env::var("DENSUM_TILE_GEMM").map_or(true, |v| v != "0")
+}
+
+/// The tile kernel runs exactly where the CPU has AVX2 and FMA (unless switched off).
+#[test]
+fn tile_kernel_is_chosen_by_the_cpu() {
+    assert_eq!(fast::tile_kernel_enabled(), tile_expected());
+}
+
+/// Where a convolution's shape takes the tile kernel (when [`tile_expected`]): its forward,
+/// its input gradient.
+#[derive(Clone, Copy)]
+struct Tiled {
+    forward: bool,
+    input_grad: bool,
+}
+
+const GEMM: Tiled = Tiled {
+    forward: false,
+    input_grad: false,
+};
+
+/// The kernels one forward + backward of a convolution with kernel size `k` runs: `None` for a
+/// case the kernels do not cover (Burn's convolution inside the extension, three times).
+fn conv_kernels(k: usize, tiled: Option<Tiled>) -> Vec<(Kernel, u64)> {
+    let Some(tiled) = tiled else {
+        return vec![(Kernel::ConvGeneric, 3)];
+    };
+    let tile = tile_expected();
+    let forward = match (tiled.forward && tile, k) {
+        (false, _) => Kernel::ConvGemm,
+        (true, 1) => Kernel::ConvTilePointwise,
+        (true, _) => Kernel::ConvTileShifted,
+    };
+    let input_grad = if tiled.input_grad && tile {
+        Kernel::ConvInputGradTile
+    } else {
+        Kernel::ConvInputGradGemm
+    };
+    vec![(forward, 1), (input_grad, 1), (Kernel::ConvWeightGrad, 1)]
+}
 
 /// Output, input gradient and weight gradient of `conv` on the autodiff Flex device, with an
 /// output gradient that is not all ones (so every position is weighted differently).
@@ -28,31 +82,48 @@ fn run(
     (y.inner(), dx, dw)
 }
 
-fn check(n: usize, c: usize, o: usize, hw: [usize; 2], k: usize, stride: usize, pad: usize) {
-    check_options(
-        n,
-        c,
-        o,
-        hw,
-        k,
-        ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
-    );
+#[allow(clippy::too_many_arguments)]
+fn check(
+    n: usize,
+    c: usize,
+    o: usize,
+    hw: [usize; 2],
+    k: usize,
+    stride: usize,
+    pad: usize,
+    tiled: Tiled,
+) {
+    let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+    check_options(n, c, o, hw, k, options, Some(tiled));
 }
 
-fn check_options(n: usize, c: usize, o: usize, hw: [usize; 2], k: usize, options: ConvOptions<2>) {
+/// `tiled`: where the shape takes the tile kernel, or `None` when it falls back to Burn's
+/// convolution inside the extension.
+fn check_options(
+    n: usize,
+    c: usize,
+    o: usize,
+    hw: [usize; 2],
+    k: usize,
+    options: ConvOptions<2>,
+    tiled: Option<Tiled>,
+) {
     let device = Device::flex().autodiff();
     assert!(
-        fast_conv_applies(&device),
-        "the comparison must exercise the fast path"
+        fast::enabled(&device),
+        "the comparison must exercise the fast path (is DENSUM_FAST_PATHS=0 set?)"
     );
     let normal = Distribution::Normal(0.0, 1.0);
     let x = Tensor::<4>::random([n, c, hw[0], hw[1]], normal, &device);
     let w = Tensor::<4>::random([o, c / options.groups, k, k], normal, &device);
     let probe = conv2d(x.clone(), w.clone(), None, options.clone());
     let dy = Tensor::<4>::random(probe.dims(), normal, &device);
-    let (y0, dx0, dw0) = run(|x, w, o| conv2d(x, w, None, o), &x, &w, &dy, &options);
-    let (y1, dx1, dw1) = run(conv2d_fast, &x, &w, &dy, &options);
     let case = format!("n{n} c{c} o{o} {hw:?} k{k} {options:?}");
+    let ((y0, dx0, dw0), generic) =
+        counted(|| run(|x, w, o| conv2d(x, w, None, o), &x, &w, &dy, &options));
+    let ((y1, dx1, dw1), fast) = counted(|| run(conv2d_fast, &x, &w, &dy, &options));
+    assert_ran(&generic, &[], &format!("reference {case}"));
+    assert_ran(&fast, &conv_kernels(k, tiled), &case);
     assert_eq!(y1.dims(), y0.dims(), "{case}");
     assert_eq!(dx1.dims(), dx0.dims(), "{case}");
     assert_eq!(dw1.dims(), dw0.dims(), "{case}");
@@ -63,55 +134,56 @@ fn check_options(n: usize, c: usize, o: usize, hw: [usize; 2], k: usize, options
 
 #[test]
 fn pointwise_convolutions_match_generic() {
-    check(3, 8, 12, [6, 5], 1, 1, 0);
-    check(2, 5, 7, [7, 7], 1, 2, 0); // ResNet's strided projection (odd size)
+    check(3, 8, 12, [6, 5], 1, 1, 0, GEMM);
+    check(2, 5, 7, [7, 7], 1, 2, 0, GEMM); // ResNet's strided projection (odd size)
 }
 
 #[test]
 fn spatial_convolutions_match_generic() {
-    check(3, 4, 6, [8, 8], 3, 1, 1);
-    check(2, 3, 5, [5, 9], 3, 1, 1); // "same" convolution, non-square (shifted copies)
-    check(2, 3, 4, [4, 1], 3, 1, 1); // one column: every tap but the centre column wraps
-    check(2, 4, 6, [9, 7], 3, 2, 1); // stride 2, odd and non-square
-    check(2, 3, 5, [11, 11], 7, 2, 3); // ImageNet stem
-    check(2, 3, 4, [6, 6], 3, 1, 0); // no padding
-    check(1, 2, 3, [3, 3], 5, 1, 2); // kernel larger than the map's interior
+    check(3, 4, 6, [8, 8], 3, 1, 1, GEMM);
+    check(2, 3, 5, [5, 9], 3, 1, 1, GEMM); // "same" convolution, non-square (shifted copies)
+    check(2, 3, 4, [4, 1], 3, 1, 1, GEMM); // one column: every tap but the centre column wraps
+    check(2, 4, 6, [9, 7], 3, 2, 1, GEMM); // stride 2, odd and non-square
+    check(2, 3, 5, [11, 11], 7, 2, 3, GEMM); // ImageNet stem
+    check(2, 3, 4, [6, 6], 3, 1, 0, GEMM); // no padding
+    check(1, 2, 3, [3, 3], 5, 1, 2, GEMM); // kernel larger than the map's interior
 }
 
-/// Shapes that take the AVX2 tile kernel where the CPU has it (`nn/tile_gemm.rs`): 1x1 with
-/// at most 32 outputs, depth ≥ 32 and ≥ 256 positions; stride-1 "same" convolutions on planes
-/// at least 16 wide (shifted views of a padded copy), whose input gradients are the same kind
-/// of convolution. Odd channel counts and plane widths reach the kernel's row and column tails.
+/// Shapes that take the AVX2 tile kernel where the CPU has it (`nn/fast/conv/tiled.rs`): 1x1
+/// with at most 32 outputs, depth ≥ 32 and ≥ 256 positions; stride-1 "same" convolutions on
+/// planes at least 16 wide (shifted views of a padded copy), whose input gradients are the
+/// same kind of convolution. Odd channel counts and plane widths reach the kernel's row and
+/// column tails. Without AVX2 and FMA the same shapes must run on gemm.
 #[test]
 fn tiled_convolutions_match_generic() {
-    check(2, 40, 13, [16, 17], 1, 1, 0); // pointwise forward; input gradient with 40 outputs
-    check(2, 13, 40, [16, 16], 1, 1, 0); // pointwise input gradient on the tile kernel
-    check(1, 40, 9, [32, 33], 1, 1, 0); // two bands of the copied input (816 + 240 columns)
-    check(2, 5, 7, [9, 17], 3, 1, 1); // shifted 3x3, non-square
-    check(2, 6, 11, [16, 16], 3, 1, 1);
-    check(1, 3, 5, [18, 16], 5, 1, 2); // 5x5, pad 2
-    check(2, 4, 6, [16, 16], 3, 2, 1); // strided: not tiled, the gemm path
+    let fwd = Tiled {
+        forward: true,
+        input_grad: false,
+    };
+    let grad = Tiled {
+        forward: false,
+        input_grad: true,
+    };
+    let both = Tiled {
+        forward: true,
+        input_grad: true,
+    };
+    check(2, 40, 13, [16, 17], 1, 1, 0, fwd); // input gradient with 40 outputs: gemm
+    check(2, 13, 40, [16, 16], 1, 1, 0, grad); // forward with 40 outputs: gemm
+    check(1, 40, 9, [32, 33], 1, 1, 0, fwd); // two bands of the copied input (816 + 240 columns)
+    check(2, 5, 7, [9, 17], 3, 1, 1, both); // shifted 3x3, non-square
+    check(2, 6, 11, [16, 16], 3, 1, 1, both);
+    check(1, 3, 5, [18, 16], 5, 1, 2, both); // 5x5, pad 2
+    check(2, 4, 6, [16, 16], 3, 2, 1, GEMM); // strided: not tiled, the gemm path
 }
 
 #[test]
 fn unsupported_cases_fall_back_to_generic() {
     // Grouped and dilated convolutions take Burn's path inside the extension.
-    check_options(
-        2,
-        8,
-        8,
-        [6, 6],
-        3,
-        ConvOptions::new([1, 1], [1, 1], [1, 1], 4),
-    );
-    check_options(
-        2,
-        4,
-        4,
-        [8, 8],
-        3,
-        ConvOptions::new([1, 1], [2, 2], [2, 2], 1),
-    );
+    let grouped = ConvOptions::new([1, 1], [1, 1], [1, 1], 4);
+    check_options(2, 8, 8, [6, 6], 3, grouped, None);
+    let dilated = ConvOptions::new([1, 1], [2, 2], [2, 2], 1);
+    check_options(2, 4, 4, [8, 8], 3, dilated, None);
 }
 
 #[test]
@@ -121,7 +193,8 @@ fn inference_device_matches_generic() {
     let x = Tensor::<4>::random([2, 4, 8, 8], normal, &device);
     let w = Tensor::<4>::random([6, 4, 3, 3], normal, &device);
     let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
-    let a = conv2d_fast(x.clone(), w.clone(), options.clone());
+    let (a, ran) = counted(|| conv2d_fast(x.clone(), w.clone(), options.clone()));
+    assert_ran(&ran, &[(Kernel::ConvGemm, 1)], "inference convolution");
     let b = conv2d(x, w, None, options);
     assert!(rel_err(a, b) <= 1e-5);
 }
@@ -151,10 +224,7 @@ fn check_norm(relu: bool, hw: [usize; 2]) {
         &device,
     );
     let dy = Tensor::<4>::random([3, c, hw[0], hw[1]], normal, &device);
-    assert!(
-        densum::nn::fast_norm::fast_norm_applies(&x),
-        "must exercise the fused path"
-    );
+    assert!(fast::applies(Op::Norm, &x), "must exercise the fused path");
     let run = |fused: bool| {
         let bn = bn.clone().train();
         let xa = x.clone().require_grad();
@@ -176,8 +246,15 @@ fn check_norm(relu: bool, hw: [usize; 2]) {
         let rv = bn.running_var.value();
         (y.inner(), dx, dg, db, rm.inner(), rv.inner(), bn)
     };
-    let (y0, dx0, dg0, db0, rm0, rv0, bn0) = run(false);
-    let (y1, dx1, dg1, db1, rm1, rv1, bn1) = run(true);
+    let ((y0, dx0, dg0, db0, rm0, rv0, bn0), generic) = counted(|| run(false));
+    let ((y1, dx1, dg1, db1, rm1, rv1, bn1), fused) = counted(|| run(true));
+    assert_ran(&generic, &[], "reference batch norm");
+    let training = [
+        (Kernel::BatchNormStats, 1),
+        (Kernel::BatchNormApply, 1),
+        (Kernel::BatchNormBackward, 1),
+    ];
+    assert_ran(&fused, &training, &format!("batch norm, relu={relu}"));
     assert!(rel_err(y1, y0) <= 1e-4, "output, relu={relu}");
     assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient, relu={relu}");
     assert!(rel_err(dg1, dg0) <= 1e-4, "gamma gradient, relu={relu}");
@@ -195,7 +272,8 @@ fn check_norm(relu: bool, hw: [usize; 2]) {
     } else {
         y0
     };
-    let y1 = batch_norm_forward(&bn1, xi, relu);
+    let (y1, ran) = counted(|| batch_norm_forward(&bn1, xi, relu));
+    assert_ran(&ran, &[(Kernel::BatchNormApply, 1)], "inference batch norm");
     assert!(rel_err(y1, y0) <= 1e-5, "inference output, relu={relu}");
 }
 
@@ -225,7 +303,7 @@ fn fused_group_norm_matches_generic() {
             .init(&device);
         let x = Tensor::<4>::random([2, 6, 5, 3], Distribution::Normal(1.0, 3.0), &device);
         let dy = Tensor::<4>::random([2, 6, 5, 3], normal, &device);
-        assert!(densum::nn::fast_norm::fast_norm_applies(&x));
+        assert!(fast::applies(Op::Norm, &x), "must exercise the fused path");
         let run = |fused: bool| {
             let xa = x.clone().require_grad();
             let y = if fused {
@@ -236,8 +314,11 @@ fn fused_group_norm_matches_generic() {
             let grads = (y.clone() * dy.clone()).sum().backward();
             (y.inner(), xa.grad(&grads).unwrap())
         };
-        let (y0, dx0) = run(false);
-        let (y1, dx1) = run(true);
+        let ((y0, dx0), generic) = counted(|| run(false));
+        let ((y1, dx1), fused) = counted(|| run(true));
+        assert_ran(&generic, &[], "reference group norm");
+        let kernels = [(Kernel::GroupNorm, 1), (Kernel::GroupNormBackward, 1)];
+        assert_ran(&fused, &kernels, &format!("group norm, groups={groups}"));
         assert!(rel_err(y1, y0) <= 1e-4, "output, groups={groups}");
         assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient, groups={groups}");
     }
@@ -245,7 +326,9 @@ fn fused_group_norm_matches_generic() {
     let inf = Device::flex();
     let gn = GroupNormConfig::new(2, 4).with_affine(false).init(&inf);
     let x = Tensor::<4>::random([2, 4, 3, 3], normal, &inf);
-    assert!(rel_err(group_norm_forward(&gn, x.clone()), gn.forward(x)) <= 1e-5);
+    let (y, ran) = counted(|| group_norm_forward(&gn, x.clone()));
+    assert_ran(&ran, &[(Kernel::GroupNorm, 1)], "inference group norm");
+    assert!(rel_err(y, gn.forward(x)) <= 1e-5);
 }
 
 /// Inference convolution with its batch norm folded in (`conv_bn_forward` on a device without
@@ -259,16 +342,15 @@ fn folded_conv_batch_norm_inference_matches_generic() {
 
     let device = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);
-    // (in, out, kernel, stride, groups)
-    for (c, o, k, stride, groups) in [
-        (8, 12, 1, 1, 1),
-        (5, 7, 1, 2, 1),
-        (4, 6, 3, 1, 1),
-        (4, 6, 3, 2, 1),
-        (3, 5, 7, 2, 1),
-        (8, 8, 3, 1, 4),
-        (40, 12, 1, 1, 1), // tiled 1x1 (with the 16x16 plane below)
-        (4, 6, 3, 1, 1),   // tiled shifted 3x3 (with the 16x16 plane below)
+    // (in, out, kernel, stride, groups, whether the 16x16 plane below takes the tile kernel)
+    for (c, o, k, stride, groups, tiled) in [
+        (8, 12, 1, 1, 1, false),
+        (5, 7, 1, 2, 1, false),
+        (4, 6, 3, 1, 1, true),
+        (4, 6, 3, 2, 1, false),
+        (3, 5, 7, 2, 1, false),
+        (8, 8, 3, 1, 4, false), // grouped: Burn's convolution inside the extension
+        (40, 12, 1, 1, 1, true), // tiled 1x1
     ] {
         let cv = conv(c, o, k, stride, groups, &device);
         let base = BatchNormConfig::new(o).init(&device);
@@ -292,8 +374,16 @@ fn folded_conv_batch_norm_inference_matches_generic() {
                 } else {
                     y0
                 };
-                let y1 = conv_bn_forward(&cv, &bn, x.clone(), relu);
+                let (y1, ran) = counted(|| conv_bn_forward(&cv, &bn, x.clone(), relu));
                 let case = format!("c{c} o{o} k{k} s{stride} g{groups} {hw:?} relu={relu}");
+                let forward = match (tiled && hw == [16, 16] && tile_expected(), k) {
+                    (false, _) => Kernel::ConvGemm,
+                    (true, 1) => Kernel::ConvTilePointwise,
+                    (true, _) => Kernel::ConvTileShifted,
+                };
+                let folded = [(Kernel::ConvAffine, 1), (forward, 1)];
+                let generic = [(Kernel::ConvGeneric, 1)];
+                assert_ran(&ran, if groups == 1 { &folded } else { &generic }, &case);
                 assert_eq!(y1.dims(), y0.dims(), "{case}");
                 assert!(rel_err(y1, y0) <= 1e-5, "{case}");
             }
@@ -314,7 +404,9 @@ fn fused_batch_norm_statistics_survive_a_large_mean() {
     let x = Tensor::<4>::random([4, 3, 6, 6], Distribution::Normal(1000.0, 0.5), &device);
     let y0 = bn.clone().forward(x.clone());
     let fused = bn.clone();
-    let y1 = batch_norm_forward(&fused, x, false);
+    let (y1, ran) = counted(|| batch_norm_forward(&fused, x, false));
+    let kernels = [(Kernel::BatchNormStats, 1), (Kernel::BatchNormApply, 1)];
+    assert_ran(&ran, &kernels, "batch norm, large mean");
     assert!(rel_err(y1.inner(), y0.inner()) <= 1e-3, "normalised output");
     let (v0, v1) = (bn.running_var.value(), fused.running_var.value());
     assert!(rel_err(v1.inner(), v0.inner()) <= 1e-3, "running variance");
@@ -332,7 +424,10 @@ fn fused_add_relu_matches_generic() {
     let a = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
     let b = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
     let dy = Tensor::<4>::random([3, 4, 5, 6], normal, &device);
-    assert!(densum::nn::fast_norm::fast_norm_applies(&a));
+    assert!(
+        fast::applies(Op::AddRelu, &a),
+        "must exercise the fused path"
+    );
     let run = |fused: bool| {
         let (aa, ba) = (a.clone().require_grad(), b.clone().require_grad());
         let y = if fused {
@@ -347,20 +442,150 @@ fn fused_add_relu_matches_generic() {
             ba.grad(&grads).unwrap(),
         )
     };
-    let (y0, da0, db0) = run(false);
-    let (y1, da1, db1) = run(true);
+    let ((y0, da0, db0), generic) = counted(|| run(false));
+    let ((y1, da1, db1), fused) = counted(|| run(true));
+    let kernels = [(Kernel::AddRelu, 1), (Kernel::AddReluBackward, 1)];
+    assert_ran(&generic, &[], "reference add + relu");
+    assert_ran(&fused, &kernels, "add + relu");
     assert!(rel_err(y1, y0) <= 1e-6, "output");
     assert!(rel_err(da1, da0) <= 1e-6, "first input's gradient");
     assert!(rel_err(db1, db0) <= 1e-6, "second input's gradient");
 
     // One tensor used twice: its gradient is the sum of both contributions.
     let aa = a.clone().require_grad();
-    let g1 = (add_relu(aa.clone(), aa.clone()) * dy.clone())
-        .sum()
-        .backward();
+    let (g1, ran) = counted(|| {
+        (add_relu(aa.clone(), aa.clone()) * dy.clone())
+            .sum()
+            .backward()
+    });
+    assert_ran(&ran, &kernels, "add + relu of one tensor");
     let ab = a.clone().require_grad();
     let g0 = (relu(ab.clone() + ab.clone()) * dy.clone())
         .sum()
         .backward();
     assert!(rel_err(aa.grad(&g1).unwrap(), ab.grad(&g0).unwrap()) <= 1e-6);
+}
+
+/// `with_generic` sends one operation to the generic path on this thread, for the closure
+/// only, and leaves the others fast.
+#[test]
+fn with_generic_sends_one_operation_to_the_generic_path() {
+    use burn::nn::BatchNormConfig;
+    use densum::nn::batch_norm_forward;
+
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<4>::random([2, 4, 8, 8], normal, &device);
+    let w = Tensor::<4>::random([6, 4, 3, 3], normal, &device);
+    let bn = BatchNormConfig::new(4).init(&device);
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let both = || {
+        let y = batch_norm_forward(&bn, x.clone(), true);
+        conv2d_fast(y, w.clone(), options.clone())
+    };
+    let (fast_y, ran) = counted(both);
+    let kernels = [(Kernel::BatchNormApply, 1), (Kernel::ConvGemm, 1)];
+    assert_ran(&ran, &kernels, "both fast");
+    let (generic_y, ran) = counted(|| fast::with_generic(Op::Norm, both));
+    assert_ran(&ran, &[(Kernel::ConvGemm, 1)], "batch norm generic");
+    assert!(rel_err(generic_y, fast_y) <= 1e-5);
+    let ((), ran) = counted(|| {
+        fast::with_generic(Op::Conv, || {
+            fast::with_generic(Op::Norm, || {
+                both();
+            })
+        })
+    });
+    assert_ran(&ran, &[], "both generic");
+    let ((), ran) = counted(|| {
+        both();
+    });
+    assert_ran(&ran, &kernels, "both fast again");
+}
+
+/// With `DENSUM_FAST_PATHS=0` every operation takes Burn's generic path: the convolutions,
+/// norms and residual sums directly, DSNet's dense shortcuts and the memory-efficient
+/// DenseNet's head in whole models, training and inference. The switch is read once per
+/// process, so the check runs in a child process of this test binary.
+#[test]
+fn environment_switch_sends_every_operation_to_the_generic_path() {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "no_fast_kernel_runs_when_switched_off",
+            "--include-ignored",
+        ])
+        .env("DENSUM_FAST_PATHS", "0")
+        .output()
+        .expect("run the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the check: {stdout}"
+    );
+}
+
+#[test]
+#[ignore = "run with DENSUM_FAST_PATHS=0 by environment_switch_sends_every_operation_to_the_generic_path"]
+fn no_fast_kernel_runs_when_switched_off() {
+    use burn::nn::{BatchNormConfig, GroupNormConfig};
+    use densum::Net;
+    use densum::nn::{add_relu, batch_norm_forward, conv, conv_bn_forward, group_norm_forward};
+    use densum::zoo::{self, Dataset, ModelOptions};
+
+    assert_eq!(
+        std::env::var("DENSUM_FAST_PATHS").as_deref(),
+        Ok("0"),
+        "this check needs DENSUM_FAST_PATHS=0"
+    );
+    let (inference, training) = (Device::flex(), Device::flex().autodiff());
+    assert!(!fast::enabled(&inference) && !fast::enabled(&training));
+    let normal = Distribution::Normal(0.0, 1.0);
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let ((), ran) = counted(|| {
+        for device in [&inference, &training] {
+            let x = Tensor::<4>::random([2, 4, 16, 16], normal, device);
+            let cv = conv(4, 4, 3, 1, 1, device);
+            let bn = BatchNormConfig::new(4).init(device);
+            let gn = GroupNormConfig::new(2, 4).with_affine(false).init(device);
+            let x = if device.is_autodiff() {
+                x.require_grad()
+            } else {
+                x
+            };
+            let y = conv2d_fast(x.clone(), cv.weight.val(), options.clone());
+            let y = batch_norm_forward(&bn, y, true);
+            let y = add_relu(group_norm_forward(&gn, y), x.clone());
+            if device.is_autodiff() {
+                let _ = y.sum().backward();
+            } else {
+                let _ = y + conv_bn_forward(&cv, &bn, x, true);
+            }
+        }
+        let dsnet = ModelOptions {
+            dataset: Some(Dataset::Cifar100),
+            width: Some(0.125),
+            ..Default::default()
+        };
+        let densenet = ModelOptions {
+            dataset: Some(Dataset::Cifar10),
+            growth_rate: Some(6),
+            block_config: Some(vec![3, 3]),
+            memory_efficient: Some(true),
+            ..Default::default()
+        };
+        for (model, options) in [("dsnet26", dsnet), ("densenet121", densenet)] {
+            let spec = zoo::resolve(model, &options).unwrap();
+            let net = burn::module::Module::train(Net::new(&spec.config, &training));
+            let x = Tensor::<4>::random([2, 3, 16, 16], normal, &training);
+            let _ = net.forward(x).sum().backward();
+        }
+    });
+    assert_ran(&ran, &[], "DENSUM_FAST_PATHS=0");
 }

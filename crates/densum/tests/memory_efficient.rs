@@ -9,6 +9,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Int, Tensor, TensorData};
 use densum::measure::alloc::{self, CountingAlloc};
+use densum::nn::fast::probe::{Kernel, counted};
 use densum::weights::{self, PathTracker};
 use densum::zoo::{self, Dataset, ModelOptions};
 use densum::{Device, Net, burn};
@@ -135,7 +136,7 @@ fn step_peak(memory_efficient: bool) -> usize {
 // One test, so that no other test of this binary allocates while a peak is measured.
 #[test]
 fn memory_efficient_densenet_matches_the_plain_one_with_less_memory() {
-    // The bottleneck DenseNet takes the recomputing head operation (nn/fast_dense_head.rs);
+    // The bottleneck DenseNet takes the recomputing head operation (nn/fast/dense_head.rs);
     // with 8 layers in a block, the last layers read more parts than one operation takes
     // (chained operations). The plain DenseNet's 3x3 head keeps the checkpointed path.
     let cases: [(&str, &[usize]); 3] = [
@@ -143,11 +144,18 @@ fn memory_efficient_densenet_matches_the_plain_one_with_less_memory() {
         ("densenet121", &[8, 2]),
         ("densenet40_k12", &[3, 3]),
     ];
-    const { assert!(8 > densum::nn::fast_dense_head::MAX_TERMS) };
+    const { assert!(8 > densum::nn::fast::dense_head::MAX_TERMS) };
     for (model, blocks) in cases {
         let init = initial_weights(model, blocks);
         let (loss_a, grads_a, after_a) = train_step(model, blocks, false, &init);
-        let (loss_b, grads_b, after_b) = train_step(model, blocks, true, &init);
+        let ((loss_b, grads_b, after_b), ran) = counted(|| train_step(model, blocks, true, &init));
+        let heads = ran.get(Kernel::DenseHead);
+        let bottleneck = model == "densenet121";
+        assert_eq!(
+            heads > 0,
+            bottleneck,
+            "{model}: the recomputing head ran {heads} times"
+        );
         assert!(
             (loss_a - loss_b).abs() <= 1e-6 * loss_a.abs().max(1.0),
             "{model}: loss {loss_a} vs {loss_b}"

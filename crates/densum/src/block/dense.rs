@@ -9,7 +9,7 @@
 //! Memory-efficient mode (Pleiss et al. 2017): the concatenated input and the first BN-ReLU are
 //! the quadratic part of DenseNet's memory. With `memory_efficient`, the bottleneck head
 //! `conv1x1(ReLU(norm1(cat(parts))))` on Flex is the custom operation of
-//! [`fast_dense_head`](crate::nn::fast_dense_head): it keeps only the parts (the k-channel
+//! [`fast::dense_head`](crate::nn::fast::dense_head): it keeps only the parts (the k-channel
 //! outputs of earlier layers, stored anyway), the batch statistics and the parameters, and
 //! recomputes the normalised input in the backward pass. Other backends and the plain (3x3)
 //! head run the concatenation and BN-ReLU under Burn's balanced gradient-checkpointing
@@ -23,8 +23,8 @@ use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 
 use super::res2::Res2Module;
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
-use crate::nn::fast_dense_head::{dense_head, fast_dense_head_applies};
-use crate::nn::fast_norm::{batch_stats, update_running_stats};
+use crate::nn::fast::dense_head::{dense_head, fast_dense_head_applies};
+use crate::nn::fast::norm::{batch_stats, update_running_stats};
 use crate::nn::{
     Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm, conv,
     conv_forward, relu,
@@ -115,7 +115,7 @@ impl DenseLayer {
 
     /// `conv1(ReLU(norm1(cat(parts))))` without keeping the concatenation or the BN-ReLU
     /// output for the backward pass. On Flex with a 1x1 `conv1` (the bottleneck): the
-    /// recomputing head operation of `nn/fast_dense_head.rs`, which keeps only the parts
+    /// recomputing head operation of `nn/fast/dense_head.rs`, which keeps only the parts
     /// (stored anyway), the statistics and the parameters. Elsewhere (other backends, the
     /// plain 3x3 head): the concatenation and BN-ReLU under Burn's balanced checkpointing
     /// strategy, which recomputes them but still keeps some of them (see

@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::block::Activation;
-use crate::nn::fast_dense_sum::{dense_sum, dense_sum_stats, fast_dense_sum_applies};
+use crate::nn::fast::dense_sum::{dense_sum, dense_sum_stats, fast_dense_sum_applies};
 use crate::nn::{FreeNorm, NormKind, apply_free_norm};
 
 /// How a dense shortcut weights the outputs it reads (DSNet ablation).

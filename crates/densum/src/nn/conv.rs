@@ -1,12 +1,13 @@
-//! Convolution and batch-norm builders that apply the spec's initialisation (section 2).
+//! Convolution and batch-norm builders with torchvision's ResNet initialisation (convolutions
+//! Kaiming-normal, fan_out, ReLU gain; BN scale 1, shift 0).
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use crate::nn::fast_conv::conv_forward;
-use crate::nn::fast_norm::conv_bn_forward;
+use crate::nn::fast::conv::conv_forward;
+use crate::nn::fast::norm::conv_bn_forward;
 
 /// A bias-free convolution with "same"-style padding `k / 2`, Kaiming-normal initialised
 /// (fan_out, ReLU gain) as torchvision's ResNet does.

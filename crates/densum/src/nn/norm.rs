@@ -6,13 +6,13 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::nn::conv::batch_norm;
-use crate::nn::fast_norm::group_norm_forward;
+use crate::nn::fast::norm::group_norm_forward;
 
-/// Which normalisation a shortcut uses (DSNet ablation, spec 3.3).
+/// Which normalisation a shortcut uses (the normalisation ablation of DSNet, Zhang et al.).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NormKind {
-    /// GroupNorm with G groups (spec section 2); the default.
+    /// GroupNorm with G groups ([`gn_groups`]); the default.
     Gn,
     /// LayerNorm over (C, H, W): GroupNorm with one group.
     Ln,
@@ -32,7 +32,7 @@ impl NormKind {
 }
 
 /// GroupNorm's group count for `channels`: `base` (32 · width), or the largest divisor of
-/// `channels` below it when `base` does not divide the channel count (spec section 2).
+/// `channels` below it when `base` does not divide the channel count.
 pub fn gn_groups(channels: usize, base: usize) -> usize {
     let base = base.clamp(1, channels.max(1));
     (1..=base)
@@ -91,7 +91,8 @@ impl FreeBatchNorm {
     }
 }
 
-/// A normalisation with no learned parameters (spec 3.3's N).
+/// A normalisation with no learned parameters (DSNet's N, Zhang et al.: affine parameters
+/// would duplicate the dense shortcut's weights).
 #[derive(Module, Debug)]
 pub enum FreeNorm {
     /// GroupNorm without affine (also LayerNorm and InstanceNorm, by group count).
@@ -147,7 +148,7 @@ pub enum ShortcutNorm {
 }
 
 impl ShortcutNorm {
-    /// GroupNorm (affine) with the spec's group count.
+    /// GroupNorm (affine) with [`gn_groups`]'s group count.
     pub fn group(channels: usize, gn_base: usize, device: &Device) -> Self {
         ShortcutNorm::Group(
             GroupNormConfig::new(gn_groups(channels, gn_base), channels).init(device),

@@ -16,8 +16,10 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::fast_conv::{assume_init, flex, uninit_buffer, values};
-use super::fast_norm::fast_norm_applies;
+use super::buffer::{assume_init, uninit_buffer};
+use super::probe::{self, Kernel};
+use super::tensor::{flex, values};
+use super::{Op, applies};
 
 /// Values per parallel task: large enough to amortise scheduling, small enough to split a
 /// layer's activation over both cores.
@@ -32,32 +34,18 @@ pub trait FastEltwiseBackend: Backend {
     }
 }
 
-/// `max(0, a + b)`, one pass over both cores.
-fn add_relu_kernel(a: &[f32], b: &[f32]) -> Vec<f32> {
+/// `f(aᵢ, bᵢ)` for every value, one pass over both cores.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = uninit_buffer(a.len());
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                o.write((a + b).max(0.0));
+                o.write(f(a, b));
             }
         });
     // SAFETY: every chunk of `out` was written above.
     unsafe { assume_init(out) }
-}
-
-/// The output gradient where the output is positive, zero elsewhere.
-fn relu_mask_kernel(out: &[f32], grad: &[f32]) -> Vec<f32> {
-    let mut dx = uninit_buffer(out.len());
-    dx.par_chunks_mut(CHUNK)
-        .zip(out.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(d, (o, g))| {
-            for ((d, &o), &g) in d.iter_mut().zip(o).zip(g) {
-                d.write(if o > 0.0 { g } else { 0.0 });
-            }
-        });
-    // SAFETY: every chunk of `dx` was written above.
-    unsafe { assume_init(dx) }
 }
 
 impl FastEltwiseBackend for Flex {
@@ -65,8 +53,12 @@ impl FastEltwiseBackend for Flex {
         if a.dtype() != DType::F32 || b.dtype() != DType::F32 || a.shape() != b.shape() {
             return Flex::relu(Flex::float_add(a, b));
         }
+        probe::hit(Kernel::AddRelu);
         let shape = a.shape().to_vec();
-        flex(add_relu_kernel(&values(&a), &values(&b)), shape)
+        flex(
+            zip_map(&values(&a), &values(&b), |a, b| (a + b).max(0.0)),
+            shape,
+        )
     }
 }
 
@@ -82,7 +74,10 @@ impl Backward<Flex, 2> for AddReluBackward {
         let grad = grads.consume::<Flex>(&ops.node);
         let out = ops.state;
         let shape = out.shape().to_vec();
-        let g = flex(relu_mask_kernel(&values(&out), &values(&grad)), shape);
+        // The output gradient where the output is positive, zero elsewhere.
+        probe::hit(Kernel::AddReluBackward);
+        let mask = |o: f32, g: f32| if o > 0.0 { g } else { 0.0 };
+        let g = flex(zip_map(&values(&out), &values(&grad), mask), shape);
         if let Some(node) = node_a {
             grads.register::<Flex>(node.id, g.clone());
         }
@@ -112,7 +107,7 @@ impl<C: CheckpointStrategy> FastEltwiseBackend for Autodiff<Flex, C> {
 
 /// `relu(a + b)`, fused on Flex when both are f32 tensors of the same shape.
 pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-    if fast_norm_applies(&a) && fast_norm_applies(&b) && a.dims() == b.dims() {
+    if applies(Op::AddRelu, &a) && applies(Op::AddRelu, &b) && a.dims() == b.dims() {
         Tensor::from_dispatch(<Dispatch as FastEltwiseBackend>::add_relu(
             a.into_dispatch(),
             b.into_dispatch(),

@@ -19,14 +19,13 @@
 //!   the gradient through the statistics. `g` (the output gradient under the ReLU's mask) is
 //!   the branch's gradient.
 //!
-//! Mechanism as in `fast_norm.rs`: a backend extension implemented for `Flex` (kernels over
+//! Mechanism as in [`super::norm`]: a backend extension implemented for `Flex` (kernels over
 //! rayon threads) and `Autodiff<Flex, C>` (custom backward). Burn's autodiff steps have a fixed
 //! number of parents, so one operation takes at most [`MAX_TERMS`] earlier outputs and longer
 //! histories are chained. Other backends, dtypes and BatchNorm as N use the composed path in
 //! `connect/dense_sum.rs`; tests compare both.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -39,10 +38,11 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::buffer::{assume_init, assume_init_mut, uninit_buffer};
 use super::lanes::lane_sum;
-
-use super::fast_conv::{assume_init, flex, uninit_buffer, values};
-use super::fast_norm::fast_norm_applies;
+use super::probe::{self, Kernel};
+use super::tensor::{flex, present, values};
+use super::{Op, applies};
 
 /// Earlier outputs one fused operation reads; longer histories are chained (see
 /// [`dense_sum`]).
@@ -86,6 +86,7 @@ pub trait FastDenseSumBackend: Backend {
 /// Mean and inverse deviation of every contiguous block of `x` (one per image and group),
 /// interleaved: `[μ_0, r_0, μ_1, r_1, ...]`. Two passes per block, as the fused GroupNorm.
 fn stats_kernel(x: &[f32], blocks: usize, epsilon: f64) -> Vec<f32> {
+    probe::hit(Kernel::DenseSumStats);
     let len = (x.len() / blocks.max(1)).max(1);
     let per: Vec<(f32, f32)> = x
         .par_chunks(len)
@@ -169,6 +170,7 @@ fn forward_kernel(
     relu: bool,
     lay: Layout,
 ) -> Vec<f32> {
+    probe::hit(Kernel::DenseSum);
     let (c, s) = (lay.c, lay.s);
     let mut out = uninit_buffer(lay.n * c * s);
     if out.is_empty() {
@@ -204,8 +206,7 @@ fn forward_kernel(
                     }
                 }
                 // SAFETY: every value of the plane was written just above.
-                let o: &mut [f32] =
-                    unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast(), o.len()) };
+                let o = unsafe { assume_init_mut(o) };
                 for i in 1..lay.terms {
                     let (a, y) = (coef[i], &sources[i][off..off + s]);
                     if relu && i + 1 == lay.terms {
@@ -241,7 +242,7 @@ fn write_plane(dst: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) 
     }
     assert_eq!(written, len, "every value of the plane written");
     // SAFETY: every element was written just above.
-    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), len) }
+    unsafe { assume_init_mut(dst) }
 }
 
 /// The backward pass, one task per image and, inside it, one normalisation group at a time
@@ -262,6 +263,7 @@ fn backward_kernel(
     olds: &[Option<Cow<'_, [f32]>>],
     lay: Layout,
 ) -> Grads {
+    probe::hit(Kernel::DenseSumBackward);
     let (n, c, s, terms) = (lay.n, lay.c, lay.s, lay.terms);
     let image = c * s;
     let mut g = uninit_buffer(n * image);
@@ -380,13 +382,6 @@ fn backward_kernel(
         weight: dweight,
         sources: sources_grads,
     }
-}
-
-/// The first `terms` slots of a fixed-arity operation's inputs (Burn's backend extensions
-/// take a fixed number of tensors; unused slots are placeholders).
-pub(crate) fn present<T, const N: usize>(slots: [T; N], terms: usize) -> Vec<T> {
-    assert!((1..=N).contains(&terms), "1 to {N} inputs, not {terms}");
-    slots.into_iter().take(terms).collect()
 }
 
 /// The forward pass on Flex tensors.
@@ -575,28 +570,10 @@ impl<C: CheckpointStrategy> FastDenseSumBackend for Autodiff<Flex, C> {
     }
 }
 
-thread_local! {
-    /// Whether this thread's dense shortcuts must take the composed path (tests, comparisons).
-    static FORCE_GENERIC: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with the dense shortcuts on this thread composed of Burn's generic operations
-/// (for comparisons against the fused operation; other fast paths are unaffected).
-pub fn with_generic_dense_sum<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCE_GENERIC.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(FORCE_GENERIC.with(|c| c.replace(true)));
-    f()
-}
-
 /// Whether the fused dense sum runs for `x`: Flex (with or without autodiff), f32, fast paths
-/// enabled and not overridden by [`with_generic_dense_sum`].
+/// enabled and not inside [`with_generic`](super::with_generic) for [`Op::DenseSum`].
 pub fn fast_dense_sum_applies(x: &Tensor<4>) -> bool {
-    !FORCE_GENERIC.with(Cell::get) && fast_norm_applies(x)
+    applies(Op::DenseSum, x)
 }
 
 /// Per-(image, group) mean and inverse deviation of `x` for [`dense_sum`] (detached; the

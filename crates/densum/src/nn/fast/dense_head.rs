@@ -12,11 +12,10 @@
 //! chained through an accumulator. Inside one operation the normalised parts of an image are
 //! written to one scratch `[Cg, HW]` and multiplied in one GEMM.
 //!
-//! Mechanism as in `fast_dense_sum.rs`: a backend extension for `Flex` (kernels over rayon
+//! Mechanism as in [`super::dense_sum`]: a backend extension for `Flex` (kernels over rayon
 //! threads) and `Autodiff<Flex, C>` (custom backward). Other backends use the composed path.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -29,9 +28,11 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::fast_conv::{assume_init, flex, gemm, uninit_buffer, values};
-use super::fast_dense_sum::present;
-use super::fast_norm::fast_norm_applies;
+use super::buffer::{assume_init, uninit_buffer};
+use super::matmul::gemm;
+use super::probe::{self, Kernel};
+use super::tensor::{flex, present, values};
+use super::{Op, applies};
 
 /// Input parts one operation reads; more parts are chained (see [`dense_head`]).
 pub const MAX_TERMS: usize = 6;
@@ -130,6 +131,7 @@ fn forward_kernel(
     coef: &Coef,
     lay: Layout,
 ) -> Vec<f32> {
+    probe::hit(Kernel::DenseHead);
     let (o, cg, s) = (lay.o, lay.cg, lay.s);
     let mut out = acc.to_vec();
     if out.is_empty() {
@@ -164,6 +166,7 @@ fn backward_kernel(
     coef: &Coef,
     lay: Layout,
 ) -> Grads {
+    probe::hit(Kernel::DenseHeadBackward);
     let (n, o, cg, s) = (lay.n, lay.o, lay.cg, lay.s);
     let mut dz = vec![0f32; n * cg * s];
     // Per image: (dW partial, Σ dz, Σ dz x̂).
@@ -424,27 +427,10 @@ impl<C: CheckpointStrategy> FastDenseHeadBackend for Autodiff<Flex, C> {
     }
 }
 
-thread_local! {
-    /// Whether this thread's dense heads must take the composed path (tests, comparisons).
-    static FORCE_GENERIC: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with the dense-layer heads on this thread composed of Burn's operations.
-pub fn with_generic_dense_head<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCE_GENERIC.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(FORCE_GENERIC.with(|c| c.replace(true)));
-    f()
-}
-
 /// Whether the recomputing head runs for `x`: Flex (with or without autodiff), f32, fast
-/// paths enabled and not overridden by [`with_generic_dense_head`].
+/// paths enabled and not inside [`with_generic`](super::with_generic) for [`Op::DenseHead`].
 pub fn fast_dense_head_applies(x: &Tensor<4>) -> bool {
-    !FORCE_GENERIC.with(Cell::get) && fast_norm_applies(x)
+    applies(Op::DenseHead, x)
 }
 
 /// `conv1x1(ReLU(BN(cat(parts))))` with `weight` `[O, C, 1, 1]`, `gamma`, `beta` `[C]` and the

@@ -7,13 +7,16 @@
 //! In a ResNet-50 training step on Flex these passes cost about as much as all convolution
 //! forwards (docs/results/profile.md). Here:
 //!
-//! - statistics: one parallel pass per channel (mean, then biased variance, as Burn);
+//! - statistics: one parallel pass over the activation in memory order (each plane's shifted
+//!   sums, combined per channel with Chan et al.'s formula; biased variance, as Burn);
 //! - forward: `y = max(0, x·s + t)` per channel with `s = γ/σ`, `t = β − μ·s`, one pass;
 //! - backward: one reduction pass (`Σg`, `Σg·x̂`, where `g` is the output gradient masked by
 //!   `y > 0` when fused with ReLU), one elementwise pass for `dx`.
 //!
-//! Parameter-free GroupNorm (DSNet's shortcut normalisation) is fused the same way: one pass
-//! for statistics and output, one for the backward (`x̂` is the output itself).
+//! Parameter-free GroupNorm (DSNet's shortcut normalisation) is fused the same way: one
+//! parallel task per (image, group) block for its statistics and output, one for the backward
+//! (`x̂` is the output itself). For inference, [`conv_bn_forward`] folds a batch norm into the
+//! convolution before it (the affine map of [`FastConvBackend::fast_conv2d_affine`]).
 //!
 //! Mechanism: Burn's backend extension, implemented for `Flex` and `Autodiff<Flex, C>` (whose
 //! backward is the fused kernel). Running statistics are updated exactly as Burn's
@@ -28,17 +31,19 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::lanes::{lane_sum, lane_sums2, relu_mask};
-
-use super::fast_conv::{
-    FastConvBackend, assume_init, conv_forward, fast_conv_applies, fast_conv_options, flex,
-    uninit_buffer, values,
-};
-use burn::nn::conv::Conv2d;
 use std::mem::MaybeUninit;
+
+use burn::nn::conv::Conv2d;
+
+use super::buffer::{assume_init, uninit_buffer};
+use super::conv::{FastConvBackend, conv_forward, fast_conv_options};
+use super::lanes::{lane_sum, lane_sums2, relu_mask};
+use super::probe::{self, Kernel};
+use super::tensor::{flex, values};
+use super::{Op, applies, chosen};
 
 /// Fused batch-norm operations.
 #[backend_extension(Flex, Autodiff)]
@@ -89,6 +94,7 @@ fn per_plane<T: Send>(x: &[f32], s: usize, f: impl Fn(usize, &[f32]) -> T + Sync
 /// cancel when the mean is large against the spread), then combined per channel across the
 /// batch, in order, with Chan et al.'s pairwise formula in f64.
 fn stats_kernel(x: &[f32], (n, c, s): (usize, usize, usize)) -> Vec<f32> {
+    probe::hit(Kernel::BatchNormStats);
     // (plane mean, plane M2) of every plane.
     let planes = per_plane(x, s, |_, p| {
         let Some(&x0) = p.first() else {
@@ -139,6 +145,7 @@ fn apply_kernel(
     relu: bool,
     (n, c, s): (usize, usize, usize),
 ) -> Vec<f32> {
+    probe::hit(Kernel::BatchNormApply);
     let inv = inv_std(stats, c, epsilon);
     let scale: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
     let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats[i] * scale[i]).collect();
@@ -174,6 +181,7 @@ fn backward_kernel(
     relu: bool,
     (n, c, s): (usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    probe::hit(Kernel::BatchNormBackward);
     let inv = inv_std(stats, c, epsilon);
     // The output gradient masked by the ReLU (`out` is only kept when fused with one) is
     // recomputed in both passes rather than stored: two passes over the activation, no copy.
@@ -236,6 +244,7 @@ fn backward_kernel(
 /// Parameter-free group norm: output and the inverse deviation of each (image, group) block
 /// (the backward pass needs nothing else, since the output is x̂ itself).
 fn group_norm_kernel(x: &[f32], blocks: usize, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    probe::hit(Kernel::GroupNorm);
     let len = x.len() / blocks.max(1);
     let mut out = uninit_buffer(x.len());
     let inv: Vec<f32> = out
@@ -260,6 +269,7 @@ fn group_norm_kernel(x: &[f32], blocks: usize, epsilon: f64) -> (Vec<f32>, Vec<f
 
 /// `dx = σ⁻¹ (g − mean(g) − x̂ · mean(g · x̂))` per block.
 fn group_norm_backward_kernel(out: &[f32], inv: &[f32], dy: &[f32]) -> Vec<f32> {
+    probe::hit(Kernel::GroupNormBackward);
     let len = out.len() / inv.len().max(1);
     let mut dx = uninit_buffer(out.len());
     dx.par_chunks_mut(len.max(1))
@@ -440,15 +450,9 @@ impl<C: CheckpointStrategy> FastNormBackend for Autodiff<Flex, C> {
     }
 }
 
-/// Whether the fused norms run for `x`: Flex, with or without autodiff, f32, fast paths
-/// enabled.
-pub fn fast_norm_applies(x: &Tensor<4>) -> bool {
-    fast_conv_applies(&x.device()) && x.dtype() == DType::F32
-}
-
 /// `bn.forward(x)`, followed by ReLU when `relu`, fused into one operation on Flex.
 pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
-    if !fast_norm_applies(&x) {
+    if !applies(Op::Norm, &x) {
         let y = bn.forward(x);
         return if relu {
             burn::tensor::activation::relu(y)
@@ -502,7 +506,7 @@ pub(crate) fn update_running_stats(bn: &BatchNorm, stats: &Tensor<2>) {
 
 /// `gn.forward(x)`, as one fused operation on Flex when the norm has no affine parameters.
 pub fn group_norm_forward(gn: &burn::nn::GroupNorm, x: Tensor<4>) -> Tensor<4> {
-    if gn.gamma.is_some() || gn.beta.is_some() || !fast_norm_applies(&x) {
+    if gn.gamma.is_some() || gn.beta.is_some() || !applies(Op::Norm, &x) {
         return gn.forward(x);
     }
     Tensor::from_dispatch(<Dispatch as FastNormBackend>::group_norm_free(
@@ -522,7 +526,11 @@ pub fn group_norm_forward(gn: &burn::nn::GroupNorm, x: Tensor<4>) -> Tensor<4> {
 pub fn conv_bn_forward(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let options = fast_conv_options(conv);
     match options {
-        Some(options) if fast_norm_applies(&x) && !x.device().is_autodiff() => {
+        Some(options)
+            if applies(Op::Norm, &x)
+                && chosen(Op::Conv, &x.device())
+                && !x.device().is_autodiff() =>
+        {
             let device = x.device();
             let var = bn.running_var.value().to_device(&device);
             let mean = bn.running_mean.value().to_device(&device);

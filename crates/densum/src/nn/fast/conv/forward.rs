@@ -1,0 +1,85 @@
+//! The convolution forward, `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)` per image, and the
+//! per-channel affine map (a folded batch norm, optionally with its ReLU) applied to each
+//! image's output while it is in cache.
+//!
+//! Why: the same im2col + GEMM formulation as the gradients, images over the rayon threads,
+//! each through one GEMM over a per-thread scratch im2col (none for 1x1 stride-1
+//! convolutions), or through the tile kernel where that measured faster ([`super::tiled`]);
+//! docs/results/speed.md has the timings against Burn's own forward.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::geom::Geom;
+use super::tiled::{forward_tiled, tiled_forward};
+use crate::nn::fast::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
+use crate::nn::fast::matmul::gemm_raw;
+use crate::nn::fast::probe::{self, Kernel};
+use crate::nn::fast::tile_gemm::PackedA;
+
+/// Per-output-channel `y·scale + shift`, then ReLU, applied to one image's output `[O, P]`.
+#[derive(Clone, Copy)]
+pub(super) struct Epilogue<'a> {
+    pub(super) scale: &'a [f32],
+    pub(super) shift: &'a [f32],
+    pub(super) relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// `dst = f(src·scale[o] + shift[o])` for values of output channel `o`.
+    pub(super) fn apply_one(&self, o: usize, src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        let (s, t) = (self.scale[o], self.shift[o]);
+        for (d, &v) in dst.iter_mut().zip(src) {
+            let v = v * s + t;
+            d.write(if self.relu { v.max(0.0) } else { v });
+        }
+    }
+
+    /// `y = f(y·scale[o] + shift[o])` over an image's output `[O, P]`, in place.
+    pub(super) fn apply(&self, y: &mut [f32], p: usize) {
+        for ((plane, &s), &t) in y.chunks_exact_mut(p).zip(self.scale).zip(self.shift) {
+            if self.relu {
+                plane.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
+            } else {
+                plane.iter_mut().for_each(|v| *v = *v * s + t);
+            }
+        }
+    }
+}
+
+/// Forward `[N, O, OH, OW]`: `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)`, images in parallel, with
+/// an optional epilogue applied to each image's output while it is in cache.
+pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
+    if let Some(how) = tiled_forward(g) {
+        probe::hit(how.kernel());
+        let k = g.k();
+        let a = PackedA::new(g.o, k, |o, r| w[o * k + r]);
+        return forward_tiled(g, how, x, &a, epilogue);
+    }
+    probe::hit(Kernel::ConvGemm);
+    let (k, p) = (g.k(), g.p());
+    let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
+    let mut y = uninit_buffer(g.n * img_out);
+    y.par_chunks_mut(img_out.max(1))
+        .zip(x.par_chunks(img_in.max(1)))
+        .for_each(|(y_n, x_n)| {
+            let run = |cols: &[f32], y_n: &mut [MaybeUninit<f32>]| {
+                gemm_raw((g.o, p, k), y_n, (p, 1), false, w, (k, 1), cols, (p, 1));
+            };
+            if g.pointwise() {
+                run(x_n, y_n);
+            } else {
+                with_scratch(k * p, |col| {
+                    g.im2col(x_n, col);
+                    run(col, y_n);
+                });
+            }
+            if let Some(e) = epilogue {
+                // SAFETY: the GEMM above wrote all of y_n.
+                e.apply(unsafe { assume_init_mut(y_n) }, p);
+            }
+        });
+    // SAFETY: every image's output was written by its GEMM.
+    unsafe { assume_init(y) }
+}

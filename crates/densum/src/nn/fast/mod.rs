@@ -1,0 +1,115 @@
+//! Everything specific to the Flex (CPU) backend: operations registered with Burn's backend
+//! extension mechanism whose kernels replace Burn's generic composition of the same
+//! mathematics, and the kernels' shared parts.
+//!
+//! Why: profiling a ResNet-50 training step on Flex (docs/results/profile.md) showed the time
+//! going to Burn's generic convolution backward and to batch norm composed of about ten
+//! elementwise passes; docs/results/speed.md has what each operation here gained.
+//!
+//! - operations: [`conv`] (convolution forward, gradients, folded batch norm), [`norm`] (batch
+//!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU),
+//!   [`dense_sum`] (DSNet's dense shortcut), [`dense_head`] (a DenseNet layer's recomputing
+//!   bottleneck head);
+//! - kernels and helpers: [`matmul`] (the `gemm` crate), [`tile_gemm`] (an AVX2 + FMA register
+//!   tile), `lanes` (SIMD reductions), `buffer` (uninitialised outputs, scratch), `tensor`
+//!   (Flex tensors in and out of the kernels), [`probe`] (which kernel ran, for tests).
+//!
+//! # Switches
+//!
+//! Whether an operation takes its fast path is decided here and nowhere else:
+//!
+//! - [`enabled`]: the device is Flex (with or without autodiff; the only backend the
+//!   extensions are implemented for) and the environment does not set `DENSUM_FAST_PATHS=0`.
+//!   With it set, every operation takes Burn's generic path, so a benchmark can time both
+//!   paths with one binary.
+//! - [`with_generic`]: within a closure, on the calling thread, one operation takes the
+//!   generic path while the others stay fast (tests comparing one operation in a whole model).
+//! - `DENSUM_TILE_GEMM=0` is not a fast-path switch but a kernel choice inside the convolution
+//!   fast path: the `gemm` crate wherever the tile kernel would run ([`tile_kernel_enabled`]),
+//!   for A/B timing in the same binary (tests/fast_paths.rs checks both against the generic
+//!   path).
+//!
+//! Both environment variables are read once per process.
+
+pub mod conv;
+pub mod dense_head;
+pub mod dense_sum;
+pub mod eltwise;
+pub(crate) mod lanes;
+pub mod matmul;
+pub mod norm;
+pub mod probe;
+pub mod tile_gemm;
+
+mod buffer;
+mod tensor;
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use burn::tensor::{DType, Device, Tensor};
+
+/// Whether the environment variable `name` leaves its switch on: unset or anything but `0`.
+fn switch_on(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v != "0")
+}
+
+/// Whether the fast paths may run on `device`: Flex, with or without autodiff, unless the
+/// environment sets `DENSUM_FAST_PATHS=0` (see the module documentation).
+pub fn enabled(device: &Device) -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| switch_on("DENSUM_FAST_PATHS")) && device.clone().inner() == Device::flex()
+}
+
+/// Whether the convolutions may use [`tile_gemm`]'s kernel: when the CPU has it, unless the
+/// environment sets `DENSUM_TILE_GEMM=0` (see the module documentation).
+pub fn tile_kernel_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| tile_gemm::available() && switch_on("DENSUM_TILE_GEMM"))
+}
+
+/// The operations [`with_generic`] can send to Burn's generic path one at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Convolutions ([`conv::conv2d_fast`], [`conv::conv_forward`]) and the folded
+    /// convolution + batch norm.
+    Conv,
+    /// Batch norm (+ ReLU), parameter-free group norm, and the folded convolution + batch norm.
+    Norm,
+    /// The residual sum + ReLU ([`eltwise::add_relu`]).
+    AddRelu,
+    /// DSNet's dense shortcut ([`dense_sum::fast_dense_sum_applies`]).
+    DenseSum,
+    /// DenseNet's recomputing head ([`dense_head::fast_dense_head_applies`]).
+    DenseHead,
+}
+
+thread_local! {
+    /// The operations this thread sends to the generic path, one bit per [`Op`].
+    static GENERIC: Cell<u8> = const { Cell::new(0) };
+}
+
+/// Runs `f` with `op` on this thread taking Burn's generic path (for comparisons against the
+/// fast operation; the other operations are unaffected).
+pub fn with_generic<R>(op: Op, f: impl FnOnce() -> R) -> R {
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GENERIC.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(GENERIC.with(|c| c.replace(c.get() | (1 << op as u8))));
+    f()
+}
+
+/// Whether `op` takes its fast path on `device`: [`enabled`] and not inside
+/// [`with_generic`] for `op`.
+pub(crate) fn chosen(op: Op, device: &Device) -> bool {
+    GENERIC.with(Cell::get) & (1 << op as u8) == 0 && enabled(device)
+}
+
+/// Whether `op` takes its fast path for `x`: [`enabled`] on its device, not inside
+/// [`with_generic`] for `op`, and `x` is f32 (the only dtype the kernels handle).
+pub fn applies(op: Op, x: &Tensor<4>) -> bool {
+    chosen(op, &x.device()) && x.dtype() == DType::F32
+}
