@@ -1,6 +1,8 @@
-//! The memory-efficient DenseNet (spec 3.2) computes exactly what the plain one does: same
-//! training loss, same gradients, same running statistics afterwards; and its training step
-//! needs less memory (measured with the counting allocator, so this binary installs it).
+//! The memory-efficient DenseNet (Pleiss et al. 2017, docs/densenet-memory.md) computes exactly
+//! what the plain one does: same training loss, same gradients, same running statistics
+//! afterwards, the bottleneck one through the recomputing head (asserted with
+//! `nn::fast::probe`); and its training step needs less memory (measured with the counting
+//! allocator, so this binary installs it).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -114,15 +114,16 @@ fn affine_generic<B: Backend>(
     if relu { B::relu(y) } else { y }
 }
 
-/// The geometry of a convolution the kernels run (f32 throughout, see [`Geom::supported`],
-/// and `also`); `None`, counted as [`Kernel::ConvGeneric`], sends it to Burn's operation.
+/// The geometry of a convolution the kernels run ([`Geom::supported`], with any other inputs
+/// f32: `others_f32`); `None`, counted as [`Kernel::ConvGeneric`], sends it to Burn's
+/// operation.
 fn geometry(
     x: &FlexTensor,
     weight: &FlexTensor,
     options: &ConvOptions<2>,
-    also: bool,
+    others_f32: bool,
 ) -> Option<Geom> {
-    let g = Geom::supported(x, weight, options).filter(|_| also);
+    let g = Geom::supported(x, weight, options).filter(|_| others_f32);
     if g.is_none() {
         probe::hit(Kernel::ConvGeneric);
     }
@@ -148,8 +149,8 @@ impl FastConvBackend for Flex {
         options: ConvOptions<2>,
         relu: bool,
     ) -> FlexTensor {
-        let f32_affine = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
-        match geometry(&x, &weight, &options, f32_affine) {
+        let affine_f32 = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
+        match geometry(&x, &weight, &options, affine_f32) {
             Some(g) => {
                 probe::hit(Kernel::ConvAffine);
                 let (scale, shift) = (values(&scale), values(&shift));
