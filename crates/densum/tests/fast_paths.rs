@@ -44,19 +44,24 @@ const GEMM: Tiled = Tiled {
     input_grad: false,
 };
 
+/// The forward kernel of a convolution with kernel size `k` whose shape takes the tile kernel
+/// when `tiled`.
+fn forward_kernel(tiled: bool, k: usize) -> Kernel {
+    match (tiled && tile_expected(), k) {
+        (false, _) => Kernel::ConvGemm,
+        (true, 1) => Kernel::ConvTilePointwise,
+        (true, _) => Kernel::ConvTileShifted,
+    }
+}
+
 /// The kernels one forward + backward of a convolution with kernel size `k` runs: `None` for a
 /// case the kernels do not cover (Burn's convolution inside the extension, three times).
 fn conv_kernels(k: usize, tiled: Option<Tiled>) -> Vec<(Kernel, u64)> {
     let Some(tiled) = tiled else {
         return vec![(Kernel::ConvGeneric, 3)];
     };
-    let tile = tile_expected();
-    let forward = match (tiled.forward && tile, k) {
-        (false, _) => Kernel::ConvGemm,
-        (true, 1) => Kernel::ConvTilePointwise,
-        (true, _) => Kernel::ConvTileShifted,
-    };
-    let input_grad = if tiled.input_grad && tile {
+    let forward = forward_kernel(tiled.forward, k);
+    let input_grad = if tiled.input_grad && tile_expected() {
         Kernel::ConvInputGradTile
     } else {
         Kernel::ConvInputGradGemm
@@ -376,11 +381,7 @@ fn folded_conv_batch_norm_inference_matches_generic() {
                 };
                 let (y1, ran) = counted(|| conv_bn_forward(&cv, &bn, x.clone(), relu));
                 let case = format!("c{c} o{o} k{k} s{stride} g{groups} {hw:?} relu={relu}");
-                let forward = match (tiled && hw == [16, 16] && tile_expected(), k) {
-                    (false, _) => Kernel::ConvGemm,
-                    (true, 1) => Kernel::ConvTilePointwise,
-                    (true, _) => Kernel::ConvTileShifted,
-                };
+                let forward = forward_kernel(tiled && hw == [16, 16], k);
                 let folded = [(Kernel::ConvAffine, 1), (forward, 1)];
                 let generic = [(Kernel::ConvGeneric, 1)];
                 assert_ran(&ran, if groups == 1 { &folded } else { &generic }, &case);
