@@ -39,7 +39,7 @@ pub fn available() -> bool {
     }
 }
 
-/// `A[M, K]` in panels of [`MR`] rows, each stored depth-major (`[K][MR]`), the last panel
+/// `A[M, K]` in panels of `MR` (6) rows, each stored depth-major (`[K][MR]`), the last panel
 /// padded with zero rows: the layout the register tile reads with broadcasts.
 pub struct PackedA {
     data: Vec<f32>,

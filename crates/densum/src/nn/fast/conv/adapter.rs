@@ -47,7 +47,8 @@ pub(crate) fn fast_conv_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
     ))
 }
 
-/// `conv.forward(x)`, through the fast operation when [`fast_conv_options`] allows.
+/// `conv.forward(x)`, through the fast operation when the module has no bias and no `Same`
+/// padding (`fast_conv_options`).
 pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match fast_conv_options(conv) {
         Some(options) => conv2d_fast(x, conv.weight.val(), options),
