@@ -32,6 +32,7 @@ sys.path.insert(0, TOOLS)
 
 from reference.dense_families import CrossLayer, DelugeNet, Dense2Net, ds_res2net  # noqa: E402
 from reference.models import ShortcutWeight, build, count_params  # noqa: E402
+from reference.preact import preact_resnet, wide_resnet  # noqa: E402
 from reference.selfcheck import check_counts  # noqa: E402
 from reference.tv import tv_resnet  # noqa: E402
 
@@ -49,9 +50,20 @@ DEFAULT_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 DEFAULT_STEM = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet"}
 
 
-def case(name, model, options, *, tv=None, grad=False, hw=32, params=None, batch=2, factory=None):
+def case(name, model, options, *, tv=None, grad=False, hw=32, params=None, batch=2, factory=None,
+         rename=()):
+    """`rename`: (reference, densum) substring pairs for tensor names the reference's own
+    class spells differently (applied to the state dict and the gradient names)."""
     return dict(name=name, model=model, options=options, tv=tv, grad=grad, hw=hw,
-                params=params, batch=batch, factory=factory)
+                params=params, batch=batch, factory=factory, rename=tuple(rename))
+
+
+def renamed(name: str, pairs, reverse=False) -> str:
+    """Reference name -> densum name (`reverse`: back, undoing the pairs in reverse order)."""
+    for ref, ours in (reversed(pairs) if reverse else pairs):
+        a, b = (ours, ref) if reverse else (ref, ours)
+        name = name.replace(a, b)
+    return name
 
 
 def tv_densenet_small():
@@ -75,6 +87,40 @@ def timm_res2net_small():
     b.downsample[0] = nn.Conv2d(8, b.downsample[0].out_channels, 1, bias=False)
     return m
 
+
+def timm_attention_resnet_small(attn_layer):
+    """timm's ResNet (Bottleneck, `attn_layer` after bn3) at 0.125 width, 2-2-1-1 blocks, with
+    densum's CIFAR stem for 32x32 inputs: conv3x3 s1 to 64 * 0.125 = 8 channels + BN + ReLU, no
+    max-pool (timm's 7x7 stem is always 64 wide)."""
+    from timm.models.resnet import Bottleneck, ResNet
+    m = ResNet(block=Bottleneck, layers=[2, 2, 1, 1], channels=(8, 16, 32, 64), num_classes=10,
+               block_args=dict(attn_layer=attn_layer))
+    m.conv1 = nn.Conv2d(3, 8, 3, stride=1, padding=1, bias=False)
+    m.bn1 = nn.BatchNorm2d(8)
+    m.maxpool = nn.Identity()
+    b = m.layer1[0]
+    b.conv1 = nn.Conv2d(8, b.conv1.out_channels, 1, bias=False)
+    b.downsample[0] = nn.Conv2d(8, b.downsample[0].out_channels, 1, bias=False)
+    return m
+
+
+def timm_cbam_resnet_small():
+    """timm's CbamModule brought to densum's documented CBAM (nn/attention.rs): the MLP's
+    reduced width by the SE rule (`rd_divisor=8`: C/16 rounded to a multiple of 8, at least 8;
+    timm's CBAM default rounds to 1) and the spatial 7x7 conv without timm's BatchNorm after it.
+    Forward (avg+max channel MLP, then conv over [mean, max] across channels) is timm's."""
+    from functools import partial
+
+    from timm.layers.cbam import CbamModule
+    m = timm_attention_resnet_small(partial(CbamModule, rd_divisor=8))
+    for blk in m.modules():
+        if isinstance(blk, CbamModule):
+            blk.spatial.conv.bn = nn.Identity()
+    return m
+
+
+# timm's CBAM lives in the block's `se` slot as `se.channel.{fc1,fc2}`, `se.spatial.conv.conv`
+CBAM_NAMES = ((".se.channel.", ".cbam."), (".se.spatial.conv.conv.", ".cbam.spatial."))
 
 C10_0125 = {"dataset": "cifar10", "width": 0.125, "num_classes": 10}
 DS_DEFAULT = {"ds_norm": "gn", "ds_weight": "channel"}
@@ -123,6 +169,25 @@ CASES = [
     case("delugenet_w0125_222", "delugenet146",
          {"dataset": "cifar10", "width": 0.125, "num_classes": 10, "block_config": [2, 2, 2]},
          factory=lambda: DelugeNet(layers=(2, 2, 2), c=16, num_classes=10), grad=True),
+    # pre-activation ResNets and a CIFAR Wide ResNet (tools/reference/preact.py)
+    case("preact_resnet18_w0125_imagenetstem", "preact_resnet18",
+         {"dataset": "imagenet", "width": 0.125, "num_classes": 10},
+         factory=lambda: preact_resnet(18, width=0.125, num_classes=10, stem="imagenet"), hw=64),
+    case("preact_resnet164_w05_222", "preact_resnet164",
+         {"dataset": "cifar10", "width": 0.5, "num_classes": 10, "block_config": [2, 2, 2]},
+         factory=lambda: preact_resnet(164, width=0.5, num_classes=10, layers=[2, 2, 2]), grad=True),
+    case("wrn16_4_w0125", "wrn16_4", dict(C10_0125),
+         factory=lambda: wide_resnet(16, 4, width=0.125, num_classes=10), grad=True),
+    # timm's ResNet with SE / CBAM block attention, CIFAR stem
+    case("timm_se_resnet26_w0125_2211", "se_resnet26", {**C10_0125, "block_config": [2, 2, 1, 1]},
+         factory=lambda: timm_attention_resnet_small("se")),
+    case("timm_cbam_resnet26_w0125_2211", "cbam_resnet26", {**C10_0125, "block_config": [2, 2, 1, 1]},
+         factory=timm_cbam_resnet_small, rename=CBAM_NAMES, grad=True),
+    # RGSNet ablations (tools/reference/models.py), three stages of 3, 2, 2 bottlenecks
+    case("brgsnet26_rbs_322", "brgsnet26_rbs", {**C10_0125, "block_config": [3, 2, 2]}, grad=True),
+    case("brgsnet26_gs_322", "brgsnet26_gs", {**C10_0125, "block_config": [3, 2, 2]}),
+    case("brgsnet26_rgb_322", "brgsnet26_rgb", {**C10_0125, "block_config": [3, 2, 2]}),
+    case("resnet26_2gn_322", "resnet26_2gn", {**C10_0125, "block_config": [3, 2, 2]}),
 ]
 
 LARGE_CASES = [
@@ -197,7 +262,8 @@ def make_model(c) -> nn.Module:
     if c["tv"]:
         return tv_resnet(c["tv"], o["width"], k, stem)
     return build(c["model"], dataset=o["dataset"], width=o["width"], num_classes=k, stem=stem,
-                 ds_norm=o.get("ds_norm", "gn"), ds_weight=o.get("ds_weight", "channel"))
+                 ds_norm=o.get("ds_norm", "gn"), ds_weight=o.get("ds_weight", "channel"),
+                 layers=o.get("block_config"))
 
 
 @torch.no_grad()
@@ -252,7 +318,8 @@ def generate(c, out_dir: str) -> str:
     labels = torch.randint(0, k, (c["batch"],), dtype=torch.int64)
 
     model.eval()
-    tensors = {n: t.detach().clone().contiguous() for n, t in model.state_dict().items()}
+    rn = c["rename"]
+    tensors = {renamed(n, rn): t.detach().clone().contiguous() for n, t in model.state_dict().items()}
     with torch.no_grad():
         logits = model(x)
     tensors["__input__"] = x.clone()
@@ -263,7 +330,7 @@ def generate(c, out_dir: str) -> str:
         tensors["__train_logits__"] = tlogits
         tensors["__loss__"] = loss.reshape(1)
         for n, g in grads.items():
-            tensors[f"__grad__.{n}"] = g.contiguous()
+            tensors[f"__grad__.{renamed(n, rn)}"] = g.contiguous()
     for n, t in tensors.items():
         if t.is_floating_point():
             assert t.dtype == torch.float32, n
@@ -303,7 +370,8 @@ def verify(c, path: str):
     assert meta["generator"] == GENERATOR
     torch.manual_seed(12345)  # different from generation on purpose
     model = make_model(c)
-    sd = {k: v for k, v in t.items() if not k.startswith("__")}
+    rn = c["rename"]
+    sd = {renamed(k, rn, reverse=True): v for k, v in t.items() if not k.startswith("__")}
     model.load_state_dict(sd, strict=True)
     model.eval()
     x = t["__input__"]
@@ -318,11 +386,11 @@ def verify(c, path: str):
     msg = f"eval |dlogit| {err:.1e}"
     if c["grad"]:
         grad_names = {k[len("__grad__."):] for k in t if k.startswith("__grad__.")}
-        assert grad_names == {n for n, _ in model.named_parameters()}
+        assert grad_names == {renamed(n, rn) for n, _ in model.named_parameters()}
         tlogits, loss, grads = train_pass(model, x, t["__labels__"])
         assert torch.allclose(tlogits, t["__train_logits__"], rtol=1e-5, atol=1e-5)
         assert torch.allclose(loss.reshape(1), t["__loss__"], rtol=1e-6, atol=1e-6)
-        gerr = max((grads[n] - t[f"__grad__.{n}"]).abs().max().item() for n in grads)
+        gerr = max((grads[n] - t[f"__grad__.{renamed(n, rn)}"]).abs().max().item() for n in grads)
         assert gerr < 1e-5, gerr
         msg += f", loss {loss.item():.4f}, |dgrad| {gerr:.1e}"
     return msg

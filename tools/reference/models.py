@@ -16,8 +16,17 @@ and the bottleneck's optional *inner* shortcut over its 3x3 conv:
     "ds_a"        Y_l = ReLU(X_l + sum_{i<l} W_l[i] * N(X_i)), X_0 := Y_0   (DSNet-a)
     "rgs_b"       Y_l = X_l + RG(Y_{l-1})                          (b-RGS, d-RGS)
     "rgs_res"     Y_l = Y_{l-1} + X_l + RG(Y_{l-1})                (Res-RGS)
+    "rgs_rbs"     Y_l = X_l + BN(ReLU(Y_{l-1}))                    (RBS ablation)
+    "rgs_gs"      Y_l = X_l + GN(Y_{l-1})                          (GS ablation)
+    "rgs_rgb"     Y_l = RG(Y_{l-1} + X_l)                          (RGB ablation)
 
     X_l = branch_l(Y_{l-1});  RG(z) = GroupNorm(G, C, affine=True)(ReLU(z))
+
+    The ablations (spec 3.4) read the general form y_l = h(x_l) + F(x_l), x_{l+1} = f(y_l):
+    RBS: h = BatchNorm(ReLU(.)) (affine, running stats), f = identity; GS: h = GroupNorm
+    (affine, no ReLU), f = identity; RGB: h = identity, f = RG. "2GN" (branch_gn=True) is
+    the plain ResNet connectivity with an affine GroupNorm after each ReLU inside the branch:
+    a = GN1(ReLU(BN1(conv1(x)))), b = GN2(ReLU(BN2(conv2(a)))), in every block.
 
     inner         in every bottleneck whose 3x3 conv has stride 1
     -----         ------------------------------------------------
@@ -34,6 +43,11 @@ State-dict names are torchvision's for the backbone plus (spec section 6):
     layer{s}.{b}.inner_ds_norm.running_*   BatchNorm N only
     layer{s}.{b}.rg.{weight,bias}          b >= 1
     layer{s}.{b}.inner_rg.{weight,bias}    stride-1 bottlenecks of d-/Res-RGS
+    layer{s}.{b}.rg.running_mean/var       RBS only (a BatchNorm), b >= 1
+    layer{s}.{b}.{gn1,gn2}.{weight,bias}   2GN, every block
+
+`layers` (blocks per stage, any number of stages) replaces the depth's [2,2,2,2] etc., as
+densum's `block_config` option does.
 """
 
 from __future__ import annotations
@@ -57,7 +71,8 @@ BLOCKS = {
 
 NORMS = ("gn", "ln", "in", "bn", "none")
 WEIGHTS = ("channel", "scalar", "none")
-CONNECTIVITIES = ("resnet", "dense", "ds_b", "ds_a", "rgs_b", "rgs_res")
+RGS = ("rgs_b", "rgs_res", "rgs_rbs", "rgs_gs", "rgs_rgb")
+CONNECTIVITIES = ("resnet", "dense", "ds_b", "ds_a") + RGS
 INNERS = (None, "ds", "rg")
 
 
@@ -119,7 +134,8 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes, planes, stride, *, width_mult, groups=1, base_width=64,
-                 inner=None, inner_norm="gn", inner_weight="channel", downsample=False):
+                 inner=None, inner_norm="gn", inner_weight="channel", downsample=False,
+                 branch_gn=False):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         out = planes * self.expansion
@@ -144,6 +160,10 @@ class Bottleneck(nn.Module):
             self.inner_ds_norm = make_norm(inner_norm, width, width_mult)
         elif self.inner == "rg":
             self.inner_rg = make_rg(width, width_mult)
+        if branch_gn:
+            self.gn1 = make_rg(width, width_mult)
+            self.gn2 = make_rg(width, width_mult)
+        self.branch_gn = branch_gn
         self.rg = None  # set by the stage for RGS blocks l >= 1
 
     def shortcut(self, x):
@@ -151,6 +171,9 @@ class Bottleneck(nn.Module):
 
     def branch(self, x):
         a = F.relu(self.bn1(self.conv1(x)))
+        if self.branch_gn:
+            a = self.gn1(a)
+            return self.bn3(self.conv3(self.gn2(F.relu(self.bn2(self.conv2(a))))))
         if self.inner == "ds":
             s = self.inner_ds_norm(a)
             if self.inner_ds is not None:
@@ -167,7 +190,8 @@ class Stage(nn.Module):
     """Blocks "0".."n-1" plus the stage-level dense-shortcut state ("ds", "ds_norm")."""
 
     def __init__(self, inplanes, planes, n, stride, *, width_mult, connectivity,
-                 ds_norm="gn", ds_weight="channel", inner=None, groups=1, base_width=64):
+                 ds_norm="gn", ds_weight="channel", inner=None, groups=1, base_width=64,
+                 branch_gn=False):
         super().__init__()
         assert connectivity in CONNECTIVITIES, connectivity
         self.n = n
@@ -178,9 +202,11 @@ class Stage(nn.Module):
                 inplanes if b == 0 else out, planes, stride if b == 0 else 1,
                 width_mult=width_mult, groups=groups, base_width=base_width, inner=inner,
                 inner_norm=ds_norm, inner_weight=ds_weight,
-                downsample=(b == 0 and (stride != 1 or inplanes != out)),
+                downsample=(b == 0 and (stride != 1 or inplanes != out)), branch_gn=branch_gn,
             )
-            if connectivity in ("rgs_b", "rgs_res") and b >= 1:
+            if connectivity == "rgs_rbs" and b >= 1:
+                blk.rg = nn.BatchNorm2d(out, eps=EPS)
+            elif connectivity in RGS and b >= 1:
                 blk.rg = make_rg(out, width_mult)
             self.add_module(str(b), blk)
         if connectivity in ("ds_a", "ds_b") and n > 1:
@@ -229,16 +255,23 @@ class Stage(nn.Module):
                 y = xl + blk.rg(F.relu(y))
             elif c == "rgs_res":
                 y = y + xl + blk.rg(F.relu(y))
+            elif c == "rgs_rbs":
+                y = xl + blk.rg(F.relu(y))
+            elif c == "rgs_gs":
+                y = xl + blk.rg(y)
+            elif c == "rgs_rgb":
+                y = blk.rg(F.relu(y + xl))
         return y
 
 
 class Net(nn.Module):
     def __init__(self, depth=50, *, width=1.0, num_classes=1000, stem="imagenet",
                  connectivity="resnet", ds_norm="gn", ds_weight="channel", inner=None,
-                 groups=1, base_width=64):
+                 groups=1, base_width=64, branch_gn=False, layers=None):
         super().__init__()
         assert ds_norm in NORMS and ds_weight in WEIGHTS and inner in INNERS
-        layers = BLOCKS[depth]
+        layers = list(layers or BLOCKS[depth])
+        self.n_stages = len(layers)
         base = int(round(64 * width))
         self.stem = stem
         if stem == "imagenet":
@@ -253,7 +286,7 @@ class Net(nn.Module):
             planes = base * 2 ** s
             stage = Stage(inplanes, planes, n, 1 if s == 0 else 2, width_mult=width,
                           connectivity=connectivity, ds_norm=ds_norm, ds_weight=ds_weight,
-                          inner=inner, groups=groups, base_width=base_width)
+                          inner=inner, groups=groups, base_width=base_width, branch_gn=branch_gn)
             self.add_module(f"layer{s + 1}", stage)
             inplanes = planes * Bottleneck.expansion
         self.fc = nn.Linear(inplanes, num_classes)
@@ -265,7 +298,7 @@ class Net(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         if self.stem == "imagenet":
             x = F.max_pool2d(x, 3, stride=2, padding=1)
-        for s in range(1, 5):
+        for s in range(1, self.n_stages + 1):
             x = getattr(self, f"layer{s}")(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.fc(x)
@@ -282,13 +315,17 @@ VARIANTS = {
     "brgsnet": dict(connectivity="rgs_b"),
     "drgsnet": dict(connectivity="rgs_b", inner="rg"),
     "resrgsnet": dict(connectivity="rgs_res", inner="rg"),
+    "brgsnet_rbs": dict(connectivity="rgs_rbs"),
+    "brgsnet_gs": dict(connectivity="rgs_gs"),
+    "brgsnet_rgb": dict(connectivity="rgs_rgb"),
+    "resnet_2gn": dict(connectivity="resnet", branch_gn=True),
 }
 
 
 def parse_name(name: str):
     """'ds2net50' -> ('ds2net', 50); 'resnet50_dense' -> ('resnet_dense', 50); 'dsnet50_a'."""
     import re
-    m = re.fullmatch(r"([a-z0-9]*?[a-z])(\d+)(_[a-z]+)?", name)
+    m = re.fullmatch(r"([a-z0-9]*?[a-z])(\d+)(_[a-z0-9]+)?", name)
     if not m:
         raise ValueError(name)
     family, depth, suffix = m.group(1), int(m.group(2)), m.group(3) or ""
@@ -303,13 +340,14 @@ DATASET_STEM = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet"}
 
 
 def build(name: str, dataset="imagenet", width=1.0, num_classes=None, stem=None,
-          ds_norm="gn", ds_weight="channel") -> Net:
-    """Build a reference model from its densum registry name and options."""
+          ds_norm="gn", ds_weight="channel", layers=None) -> Net:
+    """Build a reference model from its densum registry name and options (`layers`:
+    densum's `block_config`)."""
     key, depth = parse_name(name)
     return Net(depth, width=width,
                num_classes=num_classes or DATASET_CLASSES[dataset],
                stem=stem or DATASET_STEM[dataset],
-               ds_norm=ds_norm, ds_weight=ds_weight, **VARIANTS[key])
+               ds_norm=ds_norm, ds_weight=ds_weight, layers=layers, **VARIANTS[key])
 
 
 def count_params(model: nn.Module) -> int:

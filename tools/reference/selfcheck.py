@@ -13,6 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reference.models import build, count_params  # noqa: E402
+from reference.preact import preact_resnet, wide_resnet  # noqa: E402
 from reference.tv import tv_resnet  # noqa: E402
 
 # spec section 3.1 / 3.3 targets
@@ -38,6 +39,25 @@ def check_counts(verbose=True):
     assert count_params(tv_resnet("resnet50", 0.25, 100, "cifar")) == 1_530_356
     assert count_params(tv_resnet("resnext50_32x4d")) == 25_028_904
     assert count_params(tv_resnet("wide_resnet50_2")) == 68_883_240
+
+
+# spec section 3.1, rounded to 0.1M by the papers (CIFAR-10 heads)
+ROUNDED = [
+    ("preact_resnet164", lambda: preact_resnet(164), 1.7),
+    ("preact_resnet1001", lambda: preact_resnet(1001), 10.2),
+    ("wrn28_10", lambda: wide_resnet(28, 10), 36.5),
+    ("wrn16_8", lambda: wide_resnet(16, 8), 11.0),
+    ("wrn40_4", lambda: wide_resnet(40, 4), 8.9),
+]
+
+
+def check_rounded_counts(verbose=True):
+    """The pre-activation references land on the papers' rounded figures (within 2%)."""
+    for name, make, millions in ROUNDED:
+        got = count_params(make())
+        if verbose:
+            print(f"  {name:17s}: {got:,} (paper {millions}M)")
+        assert abs(got - millions * 1e6) <= 0.02 * millions * 1e6, (name, got, millions)
 
 
 def check_torchvision_equivalence():
@@ -84,6 +104,11 @@ def check_shapes():
     assert sd["layer1.0.inner_rg.bias"].shape == (8,) and "layer4.0.inner_rg.bias" not in sd
     sd = build("brgsnet50", dataset="cifar10", width=0.125).state_dict()
     assert not any("inner" in k for k in sd)
+    sd = build("brgsnet50_rbs", dataset="cifar10", width=0.125).state_dict()
+    assert sd["layer1.1.rg.running_var"].shape == (c,) and "layer1.0.rg.weight" not in sd
+    sd = build("resnet50_2gn", dataset="cifar10", width=0.125).state_dict()
+    assert sd["layer1.0.gn1.weight"].shape == (8,) and sd["layer4.2.gn2.bias"].shape == (64,)
+    assert not any(".rg." in k for k in sd)
     sd = build("resnet50_dense", dataset="cifar10", width=0.125).state_dict()
     assert set(sd) == set(build("resnet50", dataset="cifar10", width=0.125).state_dict())
 
@@ -103,6 +128,7 @@ def main():
     torch.set_num_threads(1)
     print("parameter counts:")
     check_counts()
+    check_rounded_counts()
     print("torchvision equivalence:")
     check_torchvision_equivalence()
     check_shapes()
