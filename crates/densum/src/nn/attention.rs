@@ -113,7 +113,10 @@ impl Cbam {
 }
 
 /// Builds the attention modules of `kind` as the pair of optional fields blocks carry (`se`,
-/// `cbam`), so weight files use timm's names.
+/// `cbam`): SE's tensors carry timm's names (`se.fc1`, `se.fc2`). CBAM's do not
+/// (`cbam.fc1`, `cbam.fc2`, `cbam.spatial`; timm's `se.channel.*` / `se.spatial.conv.*`, and
+/// timm adds a BatchNorm after the 7x7 spatial conv that the CBAM paper does not have), so
+/// timm CBAM weights do not load unchanged.
 pub fn attention(
     kind: AttentionKind,
     channels: usize,
