@@ -222,6 +222,27 @@ fn bad_train_input_fails_before_any_work() {
     assert!(
         fails(&["train", "--config", cfg.to_str().unwrap(), "--data", d]).contains("batchsize")
     );
+    // Non-finite or negative optimiser numbers are refused by name.
+    for (flag, key) in [
+        ("--weight-decay=NaN", "optimizer.weight_decay"),
+        ("--grad-clip=-1", "optimizer.grad_clip"),
+        ("--grad-clip=NaN", "optimizer.grad_clip"),
+        ("--lr=inf", "optimizer.lr"),
+        ("--momentum=NaN", "optimizer.momentum"),
+        ("--label-smoothing=-0.1", "label_smoothing"),
+    ] {
+        let e = fails(&[
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            d,
+            "--run-dir",
+            r,
+            flag,
+        ]);
+        assert!(e.contains(key), "{flag}: {e}");
+    }
     assert!(!run.exists(), "a failed start left a run directory");
     // An unwritable run directory: a clear error naming it.
     let e = fails(&[
@@ -250,4 +271,6 @@ fn reproduce_checks_its_input_before_training() {
     assert!(e.contains("dsnet-depth") && e.contains("rgsnet"), "{e}");
     assert!(fails(&["reproduce", "rgsnet", "--data", "/no/such/data"]).contains("/no/such/data"));
     assert!(fails(&["reproduce", "rgsnet", "--data", ".", "--scale", "huge"]).contains("tiny"));
+    let e = fails(&["reproduce", "rgsnet", "--data", ".", "--dataset", "svhn"]);
+    assert!(e.contains("cifar10") && e.contains("cifar100"), "{e}");
 }
