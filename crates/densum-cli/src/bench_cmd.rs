@@ -106,7 +106,7 @@ fn compare(a: &BenchArgs, cfg: &BenchConfig) -> Result<()> {
             }
             bench(spec, cfg, &device)
         })
-        .collect();
+        .collect::<densum::Result<Vec<_>>>()?;
     let table = Comparison::new(results)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&table.to_json())?);
@@ -125,7 +125,7 @@ fn run_sweep(a: &BenchArgs, cfg: &BenchConfig, s: &Sweep) -> Result<()> {
     println!("{}", SweepRow::csv_header(s.kind));
     let mut rows = Vec::new();
     for point in &points {
-        let row = SweepRow::new(point, &bench(&point.spec, &point.cfg, &device));
+        let row = SweepRow::new(point, &bench(&point.spec, &point.cfg, &device)?);
         println!("{}", row.csv_line());
         rows.push(row);
     }

@@ -149,9 +149,10 @@ fn measured_peak(base: usize) -> Option<usize> {
     alloc::installed().then(|| alloc::peak().saturating_sub(base))
 }
 
-/// Measures `spec` as `cfg` says, on `device` (the CPU backend by default). `cfg` should
-/// pass [`BenchConfig::check`].
-pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> BenchResult {
+/// Measures `spec` as `cfg` says, on `device` (the CPU backend by default); a `cfg` that
+/// fails [`BenchConfig::check`] is an error before any work.
+pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> Result<BenchResult> {
+    cfg.check()?;
     let size = spec.input_size;
     let shape = [cfg.batch, 3, size, size];
     let c = cost(spec, &Net::new(&spec.config, device));
@@ -159,7 +160,7 @@ pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> BenchResul
         .then(|| bench_train(spec, cfg, shape, device));
     let infer = matches!(cfg.mode, BenchMode::Infer | BenchMode::Both)
         .then(|| bench_infer(spec, cfg, shape, device));
-    BenchResult {
+    Ok(BenchResult {
         model: spec.name.clone(),
         input: shape,
         params: c.params,
@@ -167,7 +168,7 @@ pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> BenchResul
         optimizer: cfg.optimizer,
         train,
         infer,
-    }
+    })
 }
 
 fn bench_train(
