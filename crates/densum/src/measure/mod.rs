@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod bench;
 pub mod chart;
+pub mod sweep;
 
 use serde::Serialize;
 
@@ -41,6 +42,19 @@ pub struct NetCost {
     pub macs: u64,
     /// Output shape per image `[classes]`.
     pub output: [usize; 1],
+}
+
+/// `n` with thousands separators: 25557032 -> "25,557,032".
+pub fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// Parameters and MACs of `net` at `spec`'s input size.
