@@ -14,6 +14,9 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
+use super::Rule;
+use crate::block::{Activation, BlockOut};
+
 /// One combination `sum_i W[i] ⊙ H_i + b`.
 #[derive(Module, Debug)]
 pub struct CrossLayer {
@@ -62,9 +65,26 @@ impl Deluge {
                 .collect(),
         }
     }
+}
 
-    /// Y_l from the history `[x, X_0, ..., X_l]`.
-    pub(crate) fn aggregate(&self, l: usize, history: &[Tensor<4>]) -> Tensor<4> {
+/// The history is `H = [x, X_0, ..., X_l]`, the stage input and every branch so far.
+impl Rule for Deluge {
+    type History = Vec<Tensor<4>>;
+
+    fn first(&self, out: BlockOut, _f: Activation) -> (Tensor<4>, Vec<Tensor<4>>) {
+        let history = vec![out.shortcut, out.branch];
+        (self.deluge[0].forward(&history), history)
+    }
+
+    fn aggregate(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        _prev: Tensor<4>,
+        history: &mut Vec<Tensor<4>>,
+        _f: Activation,
+    ) -> Tensor<4> {
+        history.push(branch);
         self.deluge[l].forward(history)
     }
 }

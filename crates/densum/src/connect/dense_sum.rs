@@ -13,7 +13,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::block::Activation;
+use super::Rule;
+use crate::block::{Activation, BlockOut};
 use crate::nn::fast_dense_sum::{dense_sum, dense_sum_stats, fast_dense_sum_applies};
 use crate::nn::{FreeNorm, NormKind, apply_free_norm};
 
@@ -221,7 +222,7 @@ impl DenseSum {
     /// Records output `i` of the stage: normalise once, keep for every later block.
     /// `y` is the aggregation Y_i, `x` the branch output X_i (variant a reads X_i, with
     /// X_0 := Y_0).
-    pub(crate) fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut DsHistory) {
+    fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut DsHistory) {
         let Some(norm) = self.ds_norm.get(i) else {
             return; // the last output is read by no later shortcut
         };
@@ -237,13 +238,7 @@ impl DenseSum {
 
     /// `f(X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i)`: one fused operation on Flex (see
     /// `nn/fast_dense_sum.rs`), Burn's composed operations otherwise.
-    pub(crate) fn aggregate(
-        &self,
-        l: usize,
-        branch: Tensor<4>,
-        history: &DsHistory,
-        f: Activation,
-    ) -> Tensor<4> {
+    fn sum(&self, l: usize, branch: Tensor<4>, history: &DsHistory, f: Activation) -> Tensor<4> {
         let entries = &history.entries[..l];
         let raw: Option<Vec<(&Tensor<4>, &Option<Tensor<3>>)>> = entries
             .iter()
@@ -288,6 +283,31 @@ impl DenseSum {
             Some(s) => f.apply(branch + s),
             None => f.apply(branch),
         }
+    }
+}
+
+/// Each output is recorded (normalised once) as soon as it is made.
+impl Rule for DenseSum {
+    type History = DsHistory;
+
+    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, DsHistory) {
+        let y = f.sum(out.branch.clone(), out.shortcut);
+        let mut history = DsHistory::default();
+        self.record(0, &y, &out.branch, &mut history);
+        (y, history)
+    }
+
+    fn aggregate(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        _prev: Tensor<4>,
+        history: &mut DsHistory,
+        f: Activation,
+    ) -> Tensor<4> {
+        let y = self.sum(l, branch.clone(), history, f);
+        self.record(l, &y, &branch, history);
+        y
     }
 }
 

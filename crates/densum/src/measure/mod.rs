@@ -66,8 +66,8 @@ pub fn cost(spec: &ModelSpec, net: &Net) -> NetCost {
             macs,
         });
     }
-    let [_, classes] = net.fc.weight.dims();
-    let [features, _] = net.fc.weight.dims();
+    // The shape alone: reading the weight would allocate it (Burn's parameters are lazy).
+    let [features, classes] = net.fc.weight.lazy_shape().dims();
     stages.push(StageCost {
         name: "head".into(),
         blocks: 0,
