@@ -366,8 +366,10 @@ fn info(model: &str, args: &ModelArgs, json: bool) -> Result<()> {
         );
     }
     println!("parameters: {}", group(c.params as u64));
+    // The count saturates at u64::MAX (a thousand of the widest blocks at 4096 px).
+    let at_least = if c.macs == u64::MAX { "at least " } else { "" };
     println!(
-        "forward MACs per image: {} ({:.3} G)",
+        "forward MACs per image: {at_least}{} ({:.3} G)",
         group(c.macs),
         c.macs as f64 / 1e9
     );

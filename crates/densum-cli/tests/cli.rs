@@ -348,7 +348,7 @@ fn huge_options_are_refused_and_counting_allocates_no_weights() {
                 "--block-config",
                 "1,1,1,1,1,1",
             ],
-            "more than 131072 channels",
+            "channels, more than 131072",
         ),
     ] {
         let out = common::densum(args);

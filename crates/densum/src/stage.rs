@@ -79,17 +79,19 @@ impl Stage {
         }
     }
 
-    /// Multiply-accumulates for an input of `[c, h, w]`, and the output shape.
+    /// Multiply-accumulates for an input of `[c, h, w]`, and the output shape. The sum
+    /// saturates at `u64::MAX`: one block's count fits (the zoo bounds channels and input
+    /// size), a thousand of the widest at 4096 px do not.
     pub fn macs(&self, mut shape: [usize; 3]) -> (u64, [usize; 3]) {
-        let mut total = 0;
+        let mut total: u64 = 0;
         if let Some(t) = &self.transition {
             let (m, s) = t.macs(shape);
-            total += m;
+            total = total.saturating_add(m);
             shape = s;
         }
         for block in &self.blocks {
             let (m, s) = block.macs(shape);
-            total += m;
+            total = total.saturating_add(m);
             shape = self.connect.next_shape(shape, s);
         }
         (total, shape)

@@ -267,8 +267,8 @@ pub fn out_channels(conv: &Conv2d) -> usize {
     conv.weight.lazy_shape()[0]
 }
 
-/// Multiply-accumulates of `conv` on an input of `h` x `w`, and its output size (from the
-/// weight's shape alone, see [`out_channels`]).
+/// Multiply-accumulates of `conv` on an input of `h` x `w` (saturating at `u64::MAX`), and
+/// its output size (from the weight's shape alone, see [`out_channels`]).
 pub fn conv_macs(conv: &Conv2d, h: usize, w: usize) -> (u64, usize, usize) {
     let [out_c, in_per_group, kh, kw] = conv.weight.lazy_shape().dims();
     let (pad_h, pad_w) = match conv.padding {
@@ -277,17 +277,21 @@ pub fn conv_macs(conv: &Conv2d, h: usize, w: usize) -> (u64, usize, usize) {
     };
     let oh = (h + 2 * pad_h - kh) / conv.stride[0] + 1;
     let ow = (w + 2 * pad_w - kw) / conv.stride[1] + 1;
-    let macs = (oh * ow * out_c * in_per_group * kh * kw) as u64;
+    // Saturating, as every sum of these counts is: under the zoo's bounds one convolution
+    // fits (at most 4096^2 px · 2^17 · 2^17 · 9 < 2^62), a stage of them may not.
+    let macs = [oh, ow, out_c, in_per_group, kh, kw]
+        .iter()
+        .fold(1u64, |m, &d| m.saturating_mul(d as u64));
     (macs, oh, ow)
 }
 
 /// Chains [`conv_macs`] over convolutions applied in sequence.
 pub(crate) fn chain_macs(convs: &[&Conv2d], h: usize, w: usize) -> (u64, usize, usize, usize) {
-    let mut total = 0;
+    let mut total: u64 = 0;
     let (mut h, mut w, mut c) = (h, w, 0);
     for conv in convs {
         let (m, oh, ow) = conv_macs(conv, h, w);
-        total += m;
+        total = total.saturating_add(m);
         h = oh;
         w = ow;
         c = out_channels(conv);
