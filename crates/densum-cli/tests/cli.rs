@@ -363,6 +363,19 @@ fn huge_options_are_refused_and_counting_allocates_no_weights() {
         serde_json::from_str(&ok(&["info", "resnet50", "--width", "64", "--json"])).unwrap();
     let params = v["params"].as_u64().unwrap();
     assert!(params > 60 * 60 * 25_000_000, "{params}");
+    // The shortcut weights grow with the square of a stage's length: a 1000-block DSNet stage
+    // at width 64 has 1000 · 999 / 2 · 16384 of them (33 GB), DelugeNet's three stages 68 GB.
+    for model in [
+        &["dsnet50", "--block-config", "1000"][..],
+        &["delugenet146", "--block-config", "1000,1000,1000"],
+    ] {
+        let args = [&["info"][..], model, &["--width", "64", "--json"]].concat();
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        assert!(
+            v["params"].as_u64().unwrap() > 8_000_000_000,
+            "{args:?}: {v}"
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use super::Rule;
+use super::{Rule, lazy_param};
 use crate::block::{Activation, BlockOut};
 
 /// One combination `sum_i W[i] ⊙ H_i + b`.
@@ -30,8 +30,10 @@ impl CrossLayer {
     /// A combination of `inputs` tensors of `channels` channels.
     pub fn new(inputs: usize, channels: usize, device: &Device) -> Self {
         CrossLayer {
-            weight: Param::from_tensor(Tensor::ones([inputs, channels], device)),
-            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            weight: lazy_param([inputs, channels], device, move |d| {
+                Tensor::ones([inputs, channels], d)
+            }),
+            bias: lazy_param([channels], device, move |d| Tensor::zeros([channels], d)),
         }
     }
 

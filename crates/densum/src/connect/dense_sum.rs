@@ -13,7 +13,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::Rule;
+use super::{Rule, lazy_param};
 use crate::block::{Activation, BlockOut};
 use crate::nn::fast_dense_sum::{dense_sum, dense_sum_stats, fast_dense_sum_applies};
 use crate::nn::{FreeNorm, NormKind, apply_free_norm};
@@ -93,26 +93,26 @@ impl DsWeight {
         init: DsInit,
         device: &Device,
     ) -> Option<Self> {
-        let row = |i: usize| match init {
+        let row = move |i: usize| match init {
             DsInit::Ones => 1.0f32,
             DsInit::Last => (i + 1 == l) as u8 as f32,
         };
         match kind {
             DsWeightKind::None => None,
-            DsWeightKind::Channel => {
-                let data: Vec<f32> = (0..l)
-                    .flat_map(|i| std::iter::repeat_n(row(i), channels))
-                    .collect();
-                let t = Tensor::<1>::from_floats(data.as_slice(), device).reshape([l, channels]);
-                Some(DsWeight::Channel(Param::from_tensor(t)))
-            }
-            DsWeightKind::Scalar => {
+            DsWeightKind::Channel => Some(DsWeight::Channel(lazy_param(
+                [l, channels],
+                device,
+                move |d| {
+                    let data: Vec<f32> = (0..l)
+                        .flat_map(|i| std::iter::repeat_n(row(i), channels))
+                        .collect();
+                    Tensor::<1>::from_floats(data.as_slice(), d).reshape([l, channels])
+                },
+            ))),
+            DsWeightKind::Scalar => Some(DsWeight::Scalar(lazy_param([l], device, move |d| {
                 let data: Vec<f32> = (0..l).map(row).collect();
-                Some(DsWeight::Scalar(Param::from_tensor(Tensor::from_floats(
-                    data.as_slice(),
-                    device,
-                ))))
-            }
+                Tensor::from_floats(data.as_slice(), d)
+            }))),
         }
     }
 
@@ -331,7 +331,7 @@ impl InnerDs {
             DsWeightKind::None => None,
         };
         InnerDs {
-            weight: len.map(|n| Param::from_tensor(Tensor::ones([n], device))),
+            weight: len.map(|n| lazy_param([n], device, move |d| Tensor::ones([n], d))),
             norm: FreeNorm::new(cfg.norm, channels, gn_base, device),
         }
     }

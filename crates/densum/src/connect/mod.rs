@@ -28,7 +28,7 @@ pub mod residual;
 pub mod rg;
 pub mod transition;
 
-use burn::module::Module;
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -161,4 +161,24 @@ impl Connect {
             _ => out,
         }
     }
+}
+
+/// A parameter of `shape` whose values `init` makes when it is first read, as Burn's own
+/// initialisers do: building a network (to count it, or to load weights into it) allocates
+/// none of the shortcut weights, which grow with the square of a stage's length.
+pub(crate) fn lazy_param<const D: usize>(
+    shape: [usize; D],
+    device: &Device,
+    init: impl FnOnce(&Device) -> Tensor<D> + Send + Sync + 'static,
+) -> Param<Tensor<D>> {
+    Param::uninitialized(
+        ParamId::new(),
+        move |device, require_grad| {
+            let t = init(device);
+            if require_grad { t.require_grad() } else { t }
+        },
+        device.clone(),
+        true,
+        shape.into(),
+    )
 }
