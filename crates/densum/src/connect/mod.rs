@@ -1,6 +1,6 @@
 //! Connectivity: how a stage combines the outputs of its blocks (spec section 1).
 //!
-//! Every family in densum is one [`Block`](crate::block::Block) kind and one connectivity.
+//! Every family in densum is one [`Block`] kind and one connectivity.
 //! Block 0 of a stage always uses the original residual rule with its projection,
 //! `Y_0 = f(X_0 + P(x))`; the connectivity decides the later blocks' aggregation `Y_l`:
 //!
@@ -11,7 +11,7 @@
 //! | [`DenseSum`] (DSNet) | f(X_l + sum_{i<l} W_{l,i} ⊙ N(Y_i or X_i)) |
 //! | [`RgShortcuts`] (RGSNet) | X_l + RG(Y_{l-1}), and the ablations |
 //! | [`Concat`] (DenseNet) | concat(Y_{l-1}, X_l); Y_0 = concat(x, X_0) |
-//! | [`Deluge`] (DelugeNet) | sum_i W_l[i] ⊙ H_i + b_l over H = [x, X_0, ..., X_l] |
+//! | [`Deluge`] (DelugeNet) | sum_i W_l\[i\] ⊙ H_i + b_l over H = [x, X_0, ..., X_l] |
 //!
 //! f is the block's own output activation (ReLU for post-activation blocks, none for
 //! pre-activation ones). Each connectivity is a module of its own, with its own learned parts

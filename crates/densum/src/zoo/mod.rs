@@ -3,9 +3,11 @@
 //! One file per paper: [`resnet`] (ResNet, pre-activation, ResNeXt, Wide ResNet, SE, CBAM),
 //! [`dsnet`] (dense weighted normalised shortcuts), [`rgsnet`] (ReLU + GroupNorm
 //! shortcuts), [`densenet`] (concatenation, transitions), [`res2net`] (multi-scale
-//! bottlenecks, and Dense2Net), [`delugenet`] (cross-layer depthwise combinations). Each contributes [`ModelEntry`]s: a name, a one-line description and an
-//! [`Arch`], the paper's choice of block and connectivity. [`build_config`] resolves an entry
-//! and the user's [`ModelOptions`] into a [`NetConfig`].
+//! bottlenecks, and Dense2Net), [`delugenet`] (cross-layer depthwise combinations). Each
+//! contributes [`ModelEntry`]s: a name, a one-line description and an [`Arch`], the paper's
+//! choice of block and connectivity, and checks the options that belong to it.
+//! [`build_config`] resolves an entry and the user's [`ModelOptions`] into a [`NetConfig`],
+//! within the bounds of [`limits`].
 
 pub mod delugenet;
 pub mod densenet;
