@@ -107,8 +107,10 @@ pub fn info(a: &InfoArgs) -> Result<()> {
         );
     }
     println!("parameters: {}", group_digits(c.params as u64));
+    // The count saturates at u64::MAX (a thousand of the widest blocks at 4096 px).
+    let at_least = if c.macs == u64::MAX { "at least " } else { "" };
     println!(
-        "forward MACs per image: {} ({:.3} G)",
+        "forward MACs per image: {at_least}{} ({:.3} G)",
         group_digits(c.macs),
         c.macs as f64 / 1e9
     );

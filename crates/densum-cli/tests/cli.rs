@@ -372,6 +372,70 @@ fn bad_input_gives_clear_errors() {
     );
 }
 
+/// Options beyond their bounds end with a clear error, not an aborted allocation; counting
+/// the largest model the bounds allow needs no weights.
+#[test]
+fn huge_options_are_refused_and_counting_allocates_no_weights() {
+    for (args, want) in [
+        (
+            &["info", "resnet50", "--width", "1e9"][..],
+            "width must be a positive number at most 64",
+        ),
+        (
+            &["info", "resnet50", "--input-size", "100000"],
+            "input_size must be at least 1 and at most 4096",
+        ),
+        (
+            &["info", "resnet50", "--num-classes", "1000000000"],
+            "num_classes must be at least 1 and at most 100000",
+        ),
+        (
+            &["info", "densenet121", "--growth-rate", "100000"],
+            "growth_rate must be at least 1 and at most 1024",
+        ),
+        (
+            &["info", "densenet121", "--block-config", "6,12,1000000"],
+            "block_config",
+        ),
+        (
+            &[
+                "info",
+                "resnet50",
+                "--width",
+                "64",
+                "--block-config",
+                "1,1,1,1,1,1",
+            ],
+            "channels, more than 131072",
+        ),
+    ] {
+        let out = common::densum(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // An abort (failed allocation) or a panic has no exit code 1.
+        assert_eq!(out.status.code(), Some(1), "densum {args:?}: {err}");
+        assert!(err.contains(want), "densum {args:?}: {err}");
+    }
+    // ResNet-50 at width 64 has about 64^2 times its 25.6M parameters: 400 GB of f32 weights
+    // if `info` created them.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "resnet50", "--width", "64", "--json"])).unwrap();
+    let params = v["params"].as_u64().unwrap();
+    assert!(params > 60 * 60 * 25_000_000, "{params}");
+    // The shortcut weights grow with the square of a stage's length: a 1000-block DSNet stage
+    // at width 64 has 1000 · 999 / 2 · 16384 of them (33 GB), DelugeNet's three stages 68 GB.
+    for model in [
+        &["dsnet50", "--block-config", "1000"][..],
+        &["delugenet146", "--block-config", "1000,1000,1000"],
+    ] {
+        let args = [&["info"][..], model, &["--width", "64", "--json"]].concat();
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        assert!(
+            v["params"].as_u64().unwrap() > 8_000_000_000,
+            "{args:?}: {v}"
+        );
+    }
+}
+
 #[test]
 fn bench_reports_time_memory_and_ratios() {
     let v: serde_json::Value = serde_json::from_str(&ok(&[

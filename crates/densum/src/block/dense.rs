@@ -159,11 +159,13 @@ impl DenseLayer {
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, mut c, h, w) = chain_macs(&[&self.conv1], h, w);
         if let Some(r) = &self.res2 {
-            m += r.macs(h, w) + attention_macs(&self.se, &self.cbam, c, h, w);
+            m = m
+                .saturating_add(r.macs(h, w))
+                .saturating_add(attention_macs(&self.se, &self.cbam, c, h, w));
         }
         if let Some(conv2) = &self.conv2 {
             let (m2, c2, _, _) = chain_macs(&[conv2], h, w);
-            m += m2;
+            m = m.saturating_add(m2);
             c = c2;
         }
         (m, [c, h, w])

@@ -14,6 +14,9 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
+use super::{Rule, lazy_param};
+use crate::block::{Activation, BlockOut};
+
 /// One combination `sum_i W[i] ⊙ H_i + b`.
 #[derive(Module, Debug)]
 pub struct CrossLayer {
@@ -27,8 +30,10 @@ impl CrossLayer {
     /// A combination of `inputs` tensors of `channels` channels.
     pub fn new(inputs: usize, channels: usize, device: &Device) -> Self {
         CrossLayer {
-            weight: Param::from_tensor(Tensor::ones([inputs, channels], device)),
-            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            weight: lazy_param([inputs, channels], device, move |d| {
+                Tensor::ones([inputs, channels], d)
+            }),
+            bias: lazy_param([channels], device, move |d| Tensor::zeros([channels], d)),
         }
     }
 
@@ -62,9 +67,26 @@ impl Deluge {
                 .collect(),
         }
     }
+}
 
-    /// Y_l from the history `[x, X_0, ..., X_l]`.
-    pub(crate) fn aggregate(&self, l: usize, history: &[Tensor<4>]) -> Tensor<4> {
+/// The history is `H = [x, X_0, ..., X_l]`, the stage input and every branch so far.
+impl Rule for Deluge {
+    type History = Vec<Tensor<4>>;
+
+    fn first(&self, out: BlockOut, _f: Activation) -> (Tensor<4>, Vec<Tensor<4>>) {
+        let history = vec![out.shortcut, out.branch];
+        (self.deluge[0].forward(&history), history)
+    }
+
+    fn aggregate(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        _prev: Tensor<4>,
+        history: &mut Vec<Tensor<4>>,
+        _f: Activation,
+    ) -> Tensor<4> {
+        history.push(branch);
         self.deluge[l].forward(history)
     }
 }

@@ -9,7 +9,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::block::chain_macs;
+use crate::block::{chain_macs, out_channels};
 use crate::nn::{batch_norm, conv, relu};
 
 /// The form of a transition.
@@ -93,6 +93,11 @@ impl Transition {
             Some(p) => p.forward(x),
             None => x,
         }
+    }
+
+    /// Output channels (the stage's blocks read them).
+    pub fn out_channels(&self) -> usize {
+        out_channels(&self.conv)
     }
 
     /// MACs and output shape for an input of `[c, h, w]`.
