@@ -16,7 +16,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 #[test]
-fn info_reports_the_spec_counts() {
+fn info_reports_the_exact_counts() {
     let v: serde_json::Value = serde_json::from_str(&ok(&["info", "dsnet50", "--json"])).unwrap();
     assert_eq!(v["params"], 25_582_376);
     assert_eq!(v["macs"], 4_089_184_256u64);

@@ -14,7 +14,7 @@ use crate::connect::{ConnectKind, TransitionConfig};
 use crate::nn::{batch_norm, conv, conv_bn_forward, conv_forward, relu};
 use crate::stage::Stage;
 
-/// The stem's form (spec section 2).
+/// The stem's form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StemKind {
@@ -109,7 +109,7 @@ pub struct Net {
 }
 
 impl Net {
-    /// Builds `cfg` on `device` with fresh weights (spec section 2's initialisation).
+    /// Builds `cfg` on `device` with fresh weights (torchvision's initialisation, `nn/conv.rs`).
     pub fn new(cfg: &NetConfig, device: &Device) -> Self {
         let (k, s) = match cfg.stem {
             StemKind::Imagenet => (7, 2),

@@ -14,7 +14,7 @@ use crate::nn::{
 };
 
 /// Bottleneck block (stride on the 3x3 convolution, as torchvision). torchvision names, plus
-/// `inner_ds` / `inner_rg` (spec section 6) and `gn1` / `gn2` for the 2GN ablation.
+/// `inner_ds` / `inner_rg` (README, "Weight files") and `gn1` / `gn2` for the 2GN ablation.
 #[derive(Module, Debug)]
 pub struct Bottleneck {
     /// 1x1 reduction.

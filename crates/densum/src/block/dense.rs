@@ -1,4 +1,4 @@
-//! DenseNet's dense layer (Huang et al. 2017, spec 3.2): BN-ReLU-conv3x3 producing k channels
+//! DenseNet's dense layer (Huang et al. 2017): BN-ReLU-conv3x3 producing k channels
 //! (the growth rate), or with the bottleneck (B) BN-ReLU-conv1x1 (4k)-BN-ReLU-conv3x3 (k).
 //!
 //! The layer only computes its new features `X_l`; the concatenation with its input is the

@@ -1,4 +1,4 @@
-//! Res2Net (Gao et al. 2019, spec 3.5): the bottleneck's 3x3 convolution becomes a hierarchy
+//! Res2Net (Gao et al. 2019): the bottleneck's 3x3 convolution becomes a hierarchy
 //! of s smaller 3x3 convolutions over s channel groups of width w, each group also reading the
 //! previous group's output, so one block sees several receptive-field sizes.
 //!

@@ -1,4 +1,4 @@
-//! DenseNet's concatenation (Huang et al. 2017, spec 3.2): block l reads the concatenation
+//! DenseNet's concatenation (Huang et al. 2017): block l reads the concatenation
 //! of the stage input and every earlier block's output, `[x, X_0, ..., X_{l-1}]`, and the
 //! stage ends with all of them, `[x, X_0, ..., X_{n-1}]`. Block 0's "shortcut" x is
 //! concatenated, not added. So block l reads `in + l · k` channels and the stage ends with

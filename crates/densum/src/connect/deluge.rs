@@ -1,8 +1,8 @@
-//! DelugeNet's cross-layer depthwise convolutions (Kuen et al. 2017, spec 3.6): the input of
+//! DelugeNet's cross-layer depthwise convolutions (Kuen et al. 2017): the input of
 //! composite layer l is, per channel c, `sum_i w^c_i h^c_i + b^c` over every earlier output of
 //! the stage, the stage input included — a 1x1 depthwise filter across the layer axis.
 //!
-//! In the stage loop's terms (spec section 1): with `H = [x, X_0, ..., X_l]`,
+//! In the stage loop's terms (see `connect/mod.rs`): with `H = [x, X_0, ..., X_l]`,
 //! `Y_l = sum_i W_l[i] ⊙ H_i + b_l`, and block l+1 reads Y_l; the stage's output is the last
 //! Y, which the next transition reads. Block 0 reads x itself (a combination of one input
 //! would only be a per-channel affine map).

@@ -1,4 +1,4 @@
-//! Dense weighted normalised shortcuts (DSNet, spec 3.3): block l of a stage adds to its
+//! Dense weighted normalised shortcuts (DSNet, Zhang et al.): block l of a stage adds to its
 //! branch a per-channel weighted sum of the normalised outputs of every earlier block,
 //! `Y_l = ReLU(X_l + sum_{i<l} W_{l,i} ⊙ N(Y_i))` (variant b) or `N(X_i)` (variant a).
 //!

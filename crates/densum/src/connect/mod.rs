@@ -1,4 +1,5 @@
-//! Connectivity: how a stage combines the outputs of its blocks (spec section 1).
+//! Connectivity: how a stage combines the outputs of its blocks, in the "dense
+//! summation" notation of the DSNet paper (Zhang et al.).
 //!
 //! Every family in densum is one [`Block`] kind and one connectivity.
 //! Block 0 of a stage always uses the original residual rule with its projection,

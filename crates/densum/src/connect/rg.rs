@@ -1,4 +1,4 @@
-//! Nonlinear ReLU + GroupNorm shortcuts (RGSNet, spec 3.4). In the general residual form
+//! Nonlinear ReLU + GroupNorm shortcuts (RGSNet, Zhang et al., BMVC 2019). In the general residual form
 //! `y_l = h(x_l) + F(x_l)`, `x_{l+1} = f(y_l)`, RGSNet replaces the identity h with
 //! `RG(z) = GroupNorm(ReLU(z))` and drops the output ReLU f. The paper's ablations are other
 //! choices of h and f, all built here.

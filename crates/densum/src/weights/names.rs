@@ -1,4 +1,4 @@
-//! Tensor names (spec section 6): from the path of a parameter in densum's module tree to
+//! Tensor names (README, "Weight files"): from the path of a parameter in densum's module tree to
 //! the name it has in a weight file (torchvision's where torchvision has the model).
 //!
 //! Two schemes: the ResNet one (`conv1`, `bn1`, `layer{s}.{b}...`, `fc`; also timm's Res2Net
@@ -147,7 +147,7 @@ fn index(s: &Segment) -> usize {
 /// The classifier's field: Burn's `Linear`, whose weight files store transposed.
 const CLASSIFIER_FIELD: &str = "fc";
 
-/// Maps a module path to the spec's tensor name (in the ResNet scheme, which
+/// Maps a module path to the file's tensor name (in the ResNet scheme, which
 /// [`NameScheme::rename`] turns into `scheme`'s), and whether the tensor is stored
 /// transposed. Every rule is keyed on field names.
 pub fn spec_name(path: &[Segment], scheme: NameScheme) -> (String, bool) {

@@ -1,4 +1,4 @@
-//! DenseNet (Huang et al. 2017, spec 3.2): dense layers ([`BlockKind::DenseLayer`], or
+//! DenseNet (Huang et al. 2017): dense layers ([`BlockKind::DenseLayer`], or
 //! [`BlockKind::DenseBottleneck`] for B) joined by concatenation ([`ConnectKind::Concat`]),
 //! with BN-ReLU-conv1x1-avgpool transitions between stages (compression θ, C: 0.5).
 //! Stage planes are the growth rate k in every stage.

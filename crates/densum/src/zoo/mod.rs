@@ -29,7 +29,8 @@ use crate::error::{DensumError, Result};
 use crate::net::{NetConfig, StageConfig, StemKind};
 use crate::nn::{AttentionKind, NormKind};
 
-/// A dataset's conventions: classes, input size, stem, normalisation (spec section 6).
+/// A dataset's conventions: classes, input size, stem, normalisation (torchvision's ImageNet
+/// constants; the usual per-dataset ones for CIFAR and SVHN).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dataset {

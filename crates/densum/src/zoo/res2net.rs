@@ -1,4 +1,4 @@
-//! Res2Net (Gao et al. 2019, spec 3.5): the bottleneck's 3x3 convolution split into `scale`
+//! Res2Net (Gao et al. 2019): the bottleneck's 3x3 convolution split into `scale`
 //! hierarchical groups ([`BlockKind::Res2Bottleneck`]), on ResNet and ResNeXt backbones and
 //! with DSNet's dense shortcuts; and Dense2Net, a DenseNet-BC whose bottleneck 3x3 is a
 //! Res2Net module on 4k channels followed by a conv1x1 to k (a [`BlockKind::DenseBottleneck`]

@@ -10,7 +10,7 @@ use crate::block::{BlockKind, InnerShortcut};
 use crate::error::{DensumError, Result};
 use crate::nn::AttentionKind;
 
-/// ImageNet ResNet depths: (depth, block, blocks per stage) (spec 3.1).
+/// ImageNet ResNet depths: (depth, block, blocks per stage) (He et al. 2016, Table 1).
 pub const IMAGENET_DEPTHS: &[(usize, BlockKind, [usize; 4])] = &[
     (18, BlockKind::Basic, [2, 2, 2, 2]),
     (26, BlockKind::Bottleneck, [2, 2, 2, 2]),
