@@ -1,7 +1,11 @@
 //! `densum`: a thin command line over the densum library.
 
+mod features_cmd;
+mod gradcam_cmd;
 mod model_args;
+mod reuse_cmd;
 mod train_cmd;
+mod weights_args;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,6 +55,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also list the feature levels (channels, reduction, shape) of
+        /// `Net::forward_multi_scale`, as timm's `feature_info`.
+        #[arg(long)]
+        features: bool,
     },
     /// Write freshly initialised weights to a safetensors file.
     Init {
@@ -177,6 +185,11 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Grad-CAM class-activation maps: overlays (PNG) and raw maps (.npy) per image; with
+    /// --compare, several networks side by side in one grid.
+    Gradcam(Box<gradcam_cmd::GradcamArgs>),
+    /// Shortcut-reuse heat maps of DSNet, DelugeNet or DenseNet weights (PNG + CSV).
+    Reuse(Box<reuse_cmd::ReuseArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -223,7 +236,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Models { json, filter } => models(json, filter.as_deref()),
-        Command::Info { model, args, json } => info(&model, &args, json),
+        Command::Info {
+            model,
+            args,
+            json,
+            features,
+        } => info(&model, &args, json, features),
+        Command::Gradcam(args) => gradcam_cmd::run(&args),
+        Command::Reuse(args) => reuse_cmd::run(&args),
         Command::Init {
             model,
             args,
@@ -332,7 +352,7 @@ fn models(json: bool, filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn info(model: &str, args: &ModelArgs, json: bool) -> Result<()> {
+fn info(model: &str, args: &ModelArgs, json: bool, features: bool) -> Result<()> {
     let spec = zoo::resolve(model, &args.options()?)?;
     let net = Net::new(&spec.config, &Device::default());
     let c = cost(&spec, &net);
@@ -340,6 +360,9 @@ fn info(model: &str, args: &ModelArgs, json: bool) -> Result<()> {
         let mut v = serde_json::to_value(&c)?;
         v["dataset"] = json!(spec.dataset.name());
         v["options"] = serde_json::to_value(&spec.options)?;
+        if features {
+            v["features"] = features_cmd::levels(&spec, &net);
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -372,6 +395,9 @@ fn info(model: &str, args: &ModelArgs, json: bool) -> Result<()> {
         c.macs as f64 / 1e9
     );
     println!("output: [N, {}]", c.output[0]);
+    if features {
+        features_cmd::print(&spec, &net);
+    }
     Ok(())
 }
 

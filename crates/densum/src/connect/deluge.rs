@@ -63,6 +63,12 @@ impl Deluge {
         }
     }
 
+    /// The learned weights of blocks 0..n-1: block l's `[l + 2, C]`, row i weighting H_i of
+    /// `H = [x, X_0, ..., X_l]`.
+    pub fn weights(&self) -> Vec<Tensor<2>> {
+        self.deluge.iter().map(|c| c.weight.val()).collect()
+    }
+
     /// Y_l from the history `[x, X_0, ..., X_l]`.
     pub(crate) fn aggregate(&self, l: usize, history: &[Tensor<4>]) -> Tensor<4> {
         self.deluge[l].forward(history)

@@ -217,3 +217,16 @@ impl Connect {
         }
     }
 }
+
+/// Read access to a stage's learned cross-layer weights (shortcut-reuse maps, `explain::reuse`).
+impl Connect {
+    /// DSNet's dense shortcuts, when the stage has them.
+    pub fn dense_sum(&self) -> Option<&DenseSum> {
+        self.dense.as_ref()
+    }
+
+    /// DelugeNet's cross-layer combinations, when the stage has them.
+    pub fn cross_layer(&self) -> Option<&Deluge> {
+        self.deluge.as_ref()
+    }
+}
