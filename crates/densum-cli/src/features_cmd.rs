@@ -1,19 +1,21 @@
 //! `densum info MODEL --features`: the feature levels a detection or segmentation head reads.
 
 use densum::Net;
+use densum::features::FeatureInfo;
 use densum::zoo::ModelSpec;
 use serde_json::{Value, json};
 
-/// Every feature level of `net` at `spec`'s input size: index, module, channels, reduction,
-/// shape.
-pub fn levels(spec: &ModelSpec, net: &Net) -> Value {
+/// Every feature level of `net` with its `[C, H, W]` at `spec`'s input size.
+fn rows(spec: &ModelSpec, net: &Net) -> Vec<(FeatureInfo, [usize; 3])> {
     let size = spec.input_size;
     let shapes = net.feature_shapes(size, size);
-    let rows: Vec<Value> = spec
-        .config
-        .feature_info()
+    spec.config.feature_info().into_iter().zip(shapes).collect()
+}
+
+/// [`rows`] as JSON: index, module, num_chs, reduction, shape.
+pub fn levels(spec: &ModelSpec, net: &Net) -> Value {
+    let list = rows(spec, net)
         .into_iter()
-        .zip(shapes)
         .map(|(f, shape)| {
             json!({
                 "index": f.index,
@@ -24,25 +26,24 @@ pub fn levels(spec: &ModelSpec, net: &Net) -> Value {
             })
         })
         .collect();
-    Value::Array(rows)
+    Value::Array(list)
 }
 
-/// Prints [`levels`] as a table.
+/// Prints [`rows`] as a table.
 pub fn print(spec: &ModelSpec, net: &Net) {
-    println!("feature levels (out_indices; Net::forward_multi_scale):");
+    println!("feature levels (out_indices of Net::forward_multi_scale):");
     println!(
         "{:>5} {:8} {:>8} {:>9} {:>16}",
         "index", "module", "channels", "reduction", "shape"
     );
-    for row in levels(spec, net).as_array().into_iter().flatten() {
-        let shape = &row["shape"];
+    for (f, [c, h, w]) in rows(spec, net) {
         println!(
             "{:>5} {:8} {:>8} {:>9} {:>16}",
-            row["index"],
-            row["module"].as_str().unwrap_or_default(),
-            row["num_chs"],
-            row["reduction"],
-            format!("{}x{}x{}", shape[0], shape[1], shape[2])
+            f.index,
+            f.module,
+            f.num_chs,
+            f.reduction,
+            format!("{c}x{h}x{w}")
         );
     }
 }

@@ -83,7 +83,7 @@ pub fn run(a: &GradcamArgs) -> Result<()> {
             );
         }
         let layer_name = a.layer.clone().unwrap_or_else(|| format!("layer{level}"));
-        columns.push(format!("{} ({label})", spec.name));
+        columns.push(format!("{}\n{label}", spec.name));
         eprintln!("{}: {} at {layer_name}", path.display(), spec.name);
         for (i, image) in a.images.iter().enumerate() {
             let pixels = load_image(image, input, spec.dataset)?;
@@ -106,7 +106,7 @@ pub fn run(a: &GradcamArgs) -> Result<()> {
                 png.display()
             );
             // Small inputs (CIFAR's 32 px) are enlarged in the grid to stay visible.
-            let factor = (160 / input as u32).max(1);
+            let factor = 192u32.div_ceil(input as u32);
             cells[i].push(Cell {
                 image: upscale(&shown, factor),
                 caption: format!("class {class}, p = {p:.3}"),

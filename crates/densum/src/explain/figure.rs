@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -32,14 +31,15 @@ pub struct Cell {
     pub caption: String,
 }
 
-/// Cells in rows with a label left of each row and above each column.
+/// Cells in rows with a label left of each row and above each column (a column label's
+/// lines are separated by `\n`; each line is cut to the cell's width).
 pub fn grid(cells: &[Vec<Cell>], row_labels: &[String], col_labels: &[String]) -> Result<RgbImage> {
     let (cw, ch) = cells
         .first()
         .and_then(|r| r.first())
         .map(|c| c.image.dimensions())
         .ok_or_else(|| DensumError::Config("figure: a grid needs at least one cell".into()))?;
-    let (left, top, caption, pad) = (170u32, 34u32, 22u32, 8u32);
+    let (left, top, caption, pad) = (120u32, 48u32, 22u32, 10u32);
     let cols = col_labels.len() as u32;
     let width = left + cols * (cw + pad);
     let height = top + cells.len() as u32 * (ch + caption + pad);
@@ -57,9 +57,14 @@ pub fn grid(cells: &[Vec<Cell>], row_labels: &[String], col_labels: &[String]) -
         let area = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
         let style = ("sans-serif", 15).into_font().color(&BLACK);
         let small = ("sans-serif", 13).into_font().color(&BLACK);
+        // About 8 px per character at this size.
+        let fit = |s: &str| s.chars().take((cw / 8).max(4) as usize).collect::<String>();
         for (c, label) in col_labels.iter().enumerate() {
             let x = (left + c as u32 * (cw + pad)) as i32;
-            area.draw_text(label, &style, (x, 8)).map_err(draw_err)?;
+            for (i, line) in label.lines().take(2).enumerate() {
+                area.draw_text(&fit(line), &style, (x, 6 + 19 * i as i32))
+                    .map_err(draw_err)?;
+            }
         }
         for (r, row) in cells.iter().enumerate() {
             let y = (top + r as u32 * (ch + caption + pad)) as i32;
@@ -94,8 +99,9 @@ pub struct HeatPanel {
     pub axes: (String, String),
 }
 
-/// Draws `panels` side by side into a PNG at `out`, each coloured with [`jet`] from 0 (blue)
-/// to the panel's largest value (red); absent cells stay white.
+/// Draws `panels` side by side into a PNG at `out`, each coloured with [`jet`] from the
+/// panel's smallest value (blue) to its largest (red), both in its title; absent cells stay
+/// white.
 pub fn heat_maps(panels: &[HeatPanel], out: &Path, panel_size: u32) -> Result<()> {
     let _ = register_font("sans-serif", FontStyle::Normal, FONT);
     let count = panels.len().max(1) as u32;
@@ -103,33 +109,32 @@ pub fn heat_maps(panels: &[HeatPanel], out: &Path, panel_size: u32) -> Result<()
     root.fill(&WHITE).map_err(draw_err)?;
     let areas = root.split_evenly((1, count as usize));
     for (panel, area) in panels.iter().zip(areas.iter()) {
-        let max = panel
-            .values
-            .iter()
-            .flatten()
-            .flatten()
-            .copied()
-            .fold(0f32, f32::max);
+        let present = || panel.values.iter().flatten().flatten().copied();
+        let min = present().fold(f32::INFINITY, f32::min);
+        let max = present().fold(f32::NEG_INFINITY, f32::max);
         let (nr, nc) = (panel.rows.len(), panel.cols.len());
+        // Cell (r, c) spans [c - 0.5, c + 0.5] x [y - 0.5, y + 0.5] with y = nr - 1 - r, so
+        // row 0 is at the top and integer ticks fall on cell centres.
         let mut chart = ChartBuilder::on(area)
             .caption(
-                format!("{} (red = {max:.3})", panel.title),
+                format!("{} (blue {min:.3}, red {max:.3})", panel.title),
                 ("sans-serif", 17),
             )
             .margin(10)
             .x_label_area_size(44)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
+            .build_cartesian_2d(-0.5f64..nc as f64 - 0.5, -0.5f64..nr as f64 - 0.5)
             .map_err(draw_err)?;
-        // Row 0 at the top: row r is drawn at y = nr - 1 - r.
-        let label = |v: &SegmentValue<usize>, labels: &[String], flip: bool| match v {
-            SegmentValue::CenterOf(i) if *i < labels.len() => {
-                labels[if flip { labels.len() - 1 - i } else { *i }].clone()
+        let label = |v: f64, labels: &[String], flip: bool| {
+            let i = v.round();
+            if (v - i).abs() > 1e-6 || i < 0.0 || i as usize >= labels.len() {
+                return String::new();
             }
-            _ => String::new(),
+            let i = i as usize;
+            labels[if flip { labels.len() - 1 - i } else { i }].clone()
         };
-        let x_fmt = |v: &SegmentValue<usize>| label(v, &panel.cols, false);
-        let y_fmt = |v: &SegmentValue<usize>| label(v, &panel.rows, true);
+        let x_fmt = |v: &f64| label(*v, &panel.cols, false);
+        let y_fmt = |v: &f64| label(*v, &panel.rows, true);
         chart
             .configure_mesh()
             .disable_mesh()
@@ -145,13 +150,15 @@ pub fn heat_maps(panels: &[HeatPanel], out: &Path, panel_size: u32) -> Result<()
         let cells = panel.values.iter().enumerate().flat_map(|(r, row)| {
             row.iter().enumerate().filter_map(move |(c, v)| {
                 v.map(|v| {
-                    let [red, green, blue] = jet(if max > 0.0 { v / max } else { 0.0 });
-                    let y = nr - 1 - r;
+                    let t = if max > min {
+                        (v - min) / (max - min)
+                    } else {
+                        0.5
+                    };
+                    let [red, green, blue] = jet(t);
+                    let (x, y) = (c as f64, (nr - 1 - r) as f64);
                     Rectangle::new(
-                        [
-                            (SegmentValue::Exact(c), SegmentValue::Exact(y)),
-                            (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1)),
-                        ],
+                        [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
                         RGBColor(red, green, blue).filled(),
                     )
                 })
