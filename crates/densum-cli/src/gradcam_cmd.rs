@@ -18,7 +18,6 @@ use crate::weights_args::{WeightsArgs, load};
 /// Arguments of `densum gradcam`.
 #[derive(Args)]
 pub struct GradcamArgs {
-    /// The network (--model names the model of --weights only).
     #[command(flatten)]
     net: WeightsArgs,
     /// Images (PNG, JPEG), prepared as `densum predict` prepares them.
@@ -35,8 +34,9 @@ pub struct GradcamArgs {
     /// Output folder (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// More weight files (each with its recorded model) to compare with --weights in one grid
-    /// PNG, `compare.png`: rows = images, columns = networks. Give it after the images.
+    /// More weight files to compare with --weights in one grid PNG, `compare.png`: rows =
+    /// images, columns = networks. Each uses the model its file records; the model options
+    /// given apply to every network. Give it after the images.
     #[arg(long, num_args = 1..)]
     compare: Vec<PathBuf>,
 }
