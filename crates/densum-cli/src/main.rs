@@ -3,10 +3,14 @@
 
 mod bench_cmd;
 mod data_cmd;
+mod features_cmd;
+mod gradcam_cmd;
 mod model_args;
 mod models_cmd;
 mod predict_cmd;
+mod reuse_cmd;
 mod train_cmd;
+mod weights_args;
 
 use std::process::ExitCode;
 
@@ -63,6 +67,11 @@ enum Command {
     /// is; any other is resized so that its shorter side equals the input size (bilinear) and
     /// centre-cropped to a square. Pixels are then normalised with the dataset's mean and std.
     Predict(Box<predict_cmd::PredictArgs>),
+    /// Grad-CAM class-activation maps: overlays (PNG) and raw maps (.npy) per image; with
+    /// --compare, several networks side by side in one grid.
+    Gradcam(Box<gradcam_cmd::GradcamArgs>),
+    /// Shortcut-reuse heat maps of DSNet, DelugeNet or DenseNet weights (PNG + CSV).
+    Reuse(Box<reuse_cmd::ReuseArgs>),
 }
 
 fn main() -> ExitCode {
@@ -105,5 +114,7 @@ fn run(command: Command) -> Result<()> {
         Command::Reproduce(args) => train_cmd::run_reproduce(&args),
         Command::Data(args) => data_cmd::run(args.cmd),
         Command::Predict(args) => predict_cmd::run(&args),
+        Command::Gradcam(args) => gradcam_cmd::run(&args),
+        Command::Reuse(args) => reuse_cmd::run(&args),
     }
 }

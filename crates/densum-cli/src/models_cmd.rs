@@ -11,6 +11,7 @@ use densum::zoo;
 use densum::{Device, Net};
 use serde_json::json;
 
+use crate::features_cmd;
 use crate::model_args::ModelArgs;
 
 /// Flags of `densum models`.
@@ -33,6 +34,10 @@ pub struct InfoArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also list the feature levels (channels, reduction, shape) of
+    /// `Net::forward_multi_scale`, as timm's `feature_info`.
+    #[arg(long)]
+    pub features: bool,
 }
 
 /// Flags of `densum init`.
@@ -81,6 +86,9 @@ pub fn info(a: &InfoArgs) -> Result<()> {
         let mut v = serde_json::to_value(&c)?;
         v["dataset"] = json!(spec.dataset.name());
         v["options"] = serde_json::to_value(&spec.options)?;
+        if a.features {
+            v["features"] = features_cmd::levels(&spec, &net);
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -115,6 +123,9 @@ pub fn info(a: &InfoArgs) -> Result<()> {
         c.macs as f64 / 1e9
     );
     println!("output: [N, {}]", c.output[0]);
+    if a.features {
+        features_cmd::print(&spec, &net);
+    }
     Ok(())
 }
 

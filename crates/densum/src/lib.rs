@@ -13,6 +13,8 @@
 pub mod block;
 pub mod connect;
 pub mod error;
+pub mod explain;
+pub mod features;
 pub mod measure;
 pub mod net;
 pub mod nn;

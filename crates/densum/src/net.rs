@@ -162,10 +162,20 @@ impl Net {
 
     /// The stem's output.
     pub fn forward_stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = match &self.bn1 {
+        self.forward_stem_pool(self.forward_stem_unpooled(x))
+    }
+
+    /// The stem's convolution (and BN-ReLU) before its max-pool: timm's first feature level
+    /// (`act1`, see [`crate::features`]).
+    pub fn forward_stem_unpooled(&self, x: Tensor<4>) -> Tensor<4> {
+        match &self.bn1 {
             Some(bn) => conv_bn_forward(&self.conv1, bn, x, true),
             None => conv_forward(&self.conv1, x),
-        };
+        }
+    }
+
+    /// The stem's max-pool (ImageNet stem; the identity otherwise).
+    pub fn forward_stem_pool(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.maxpool {
             Some(p) => p.forward(x),
             None => x,
@@ -178,6 +188,12 @@ impl Net {
         for stage in &self.layers {
             x = stage.forward(x);
         }
+        self.forward_final_norm(x)
+    }
+
+    /// The final BN-ReLU of pre-activation networks on the last stage's output (the identity
+    /// for the others).
+    pub fn forward_final_norm(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.final_bn {
             Some(bn) => relu(bn.forward(x)),
             None => x,

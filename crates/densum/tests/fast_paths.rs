@@ -204,6 +204,19 @@ fn inference_device_matches_generic() {
     assert!(rel_err(a, b) <= 1e-5);
 }
 
+/// The fused batch norm (+ ReLU) when `fused`, else `BatchNorm::forward` (+ `relu`).
+fn norm(bn: &burn::nn::BatchNorm, x: Tensor<4>, relu: bool, fused: bool) -> Tensor<4> {
+    if fused {
+        return densum::nn::batch_norm_forward(bn, x, relu);
+    }
+    let y = bn.forward(x);
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    }
+}
+
 /// Fused batch norm (+ ReLU) against `BatchNorm::forward` (+ `relu`): output, gradients of
 /// input, γ and β, and the running statistics it leaves behind.
 /// Planes of `hw` values: [5, 4] (20) and [5, 5] (25) reach every tail branch of the
@@ -233,16 +246,7 @@ fn check_norm(relu: bool, hw: [usize; 2]) {
     let run = |fused: bool| {
         let bn = bn.clone().train();
         let xa = x.clone().require_grad();
-        let y = if fused {
-            batch_norm_forward(&bn, xa.clone(), relu)
-        } else {
-            let y = bn.forward(xa.clone());
-            if relu {
-                burn::tensor::activation::relu(y)
-            } else {
-                y
-            }
-        };
+        let y = norm(&bn, xa.clone(), relu, fused);
         let grads = (y.clone() * dy.clone()).sum().backward();
         let dx = xa.grad(&grads).unwrap();
         let dg = bn.gamma.val().grad(&grads).unwrap();
@@ -589,4 +593,35 @@ fn no_fast_kernel_runs_when_switched_off() {
         }
     });
     assert_ran(&ran, &[], "DENSUM_FAST_PATHS=0");
+}
+
+/// Evaluation mode with gradients (Grad-CAM): running statistics on an autodiff device. The
+/// input gradient is the per-channel scale γ/σ (masked by the ReLU), as Burn's inference
+/// BatchNorm gives it, not the training gradient through batch statistics.
+#[test]
+fn batch_norm_with_running_statistics_differentiates_as_inference() {
+    use burn::module::{Module, Param};
+    use burn::nn::BatchNormConfig;
+
+    let device = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let c = 4;
+    let base = BatchNormConfig::new(c).init(&device);
+    let bn = burn::nn::BatchNorm {
+        gamma: Param::from_tensor(Tensor::random([c], normal, &device)),
+        running_mean: burn::module::RunningState::new(Tensor::random([c], normal, &device)),
+        ..base
+    }
+    .valid();
+    let x = Tensor::<4>::random([2, c, 5, 4], Distribution::Normal(0.5, 2.0), &device);
+    let dy = Tensor::<4>::random([2, c, 5, 4], normal, &device);
+    for relu in [false, true] {
+        let grad = |fused: bool| {
+            let xa = x.clone().require_grad();
+            let y = norm(&bn, xa.clone(), relu, fused);
+            let grads = (y * dy.clone()).sum().backward();
+            xa.grad(&grads).unwrap()
+        };
+        assert!(rel_err(grad(true), grad(false)) <= 1e-5, "relu={relu}");
+    }
 }

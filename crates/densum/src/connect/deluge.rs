@@ -67,6 +67,12 @@ impl Deluge {
                 .collect(),
         }
     }
+
+    /// The learned weights of blocks 0..n-1: block l's `[l + 2, C]`, row i weighting H_i of
+    /// `H = [x, X_0, ..., X_l]`.
+    pub fn weights(&self) -> Vec<Tensor<2>> {
+        self.deluge.iter().map(|c| c.weight.val()).collect()
+    }
 }
 
 /// The history is `H = [x, X_0, ..., X_l]`, the stage input and every branch so far.

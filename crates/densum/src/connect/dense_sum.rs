@@ -219,6 +219,15 @@ impl DenseSum {
         }
     }
 
+    /// The learned weights `W_{l,i}` of blocks l = 1..n-1 (index l-1): `[l, C]` per channel,
+    /// `[l, 1]` with scalar weights, `None` with fixed weights (`ds_weight none`).
+    pub fn weights(&self) -> Vec<Option<Tensor<2>>> {
+        self.ds
+            .iter()
+            .map(|w| w.as_ref().map(DsWeight::rows))
+            .collect()
+    }
+
     /// Records output `i` of the stage: normalise once, keep for every later block.
     /// `y` is the aggregation Y_i, `x` the branch output X_i (variant a reads X_i, with
     /// X_0 := Y_0).

@@ -183,3 +183,22 @@ pub(crate) fn lazy_param<const D: usize>(
         shape.into(),
     )
 }
+
+/// Read access to a stage's learned cross-layer weights (shortcut-reuse maps, `explain::reuse`).
+impl Connect {
+    /// DSNet's dense shortcuts, when the stage has them.
+    pub fn dense_sum(&self) -> Option<&DenseSum> {
+        match self {
+            Connect::DenseSum(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// DelugeNet's cross-layer combinations, when the stage has them.
+    pub fn cross_layer(&self) -> Option<&Deluge> {
+        match self {
+            Connect::Deluge(d) => Some(d),
+            _ => None,
+        }
+    }
+}

@@ -9,7 +9,7 @@ use plotters::style::{FontStyle, register_font};
 use crate::error::{DensumError, Result};
 
 /// DejaVu Sans (see assets/fonts/DejaVu-LICENSE.txt).
-static FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
+pub(crate) static FONT: &[u8] = include_bytes!("../../../../assets/fonts/DejaVuSans.ttf");
 
 /// One line of a panel.
 #[derive(Clone, Debug)]

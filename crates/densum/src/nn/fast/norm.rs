@@ -452,7 +452,11 @@ impl<C: CheckpointStrategy> FastNormBackend for Autodiff<Flex, C> {
 
 /// `bn.forward(x)`, followed by ReLU when `relu`, fused into one operation on Flex.
 pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
-    if !applies(Op::Norm, &x) {
+    // The fused backward differentiates through batch statistics; with running statistics
+    // on an autodiff device (evaluation mode with gradients, as Grad-CAM) the gradient is
+    // Burn's inference-mode one, a per-channel scale.
+    let running_with_grad = x.device().is_autodiff() && !bn.training.is_enabled();
+    if !applies(Op::Norm, &x) || running_with_grad {
         let y = bn.forward(x);
         return if relu {
             burn::tensor::activation::relu(y)
