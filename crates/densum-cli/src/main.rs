@@ -1,5 +1,6 @@
 //! `densum`: a thin command line over the densum library.
 
+mod convert_cmd;
 mod model_args;
 mod train_cmd;
 
@@ -65,6 +66,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Convert a PyTorch checkpoint or a torchvision / timm safetensors file to densum weights.
+    Convert(Box<convert_cmd::ConvertArgs>),
     /// Measure parameters, MACs, time and peak memory of training steps and inference.
     ///
     /// Every figure is also given as a ratio to the first model listed, so
@@ -238,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
             top,
             images,
         } => predict(model, &args, &weights, format, top, &images),
+        Command::Convert(args) => convert_cmd::run(&args),
         Command::Train(args) => train_cmd::run_train(&args),
         Command::Eval(args) => train_cmd::run_eval(&args),
         Command::Reproduce {
