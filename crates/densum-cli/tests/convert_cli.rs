@@ -46,12 +46,15 @@ fn a_training_checkpoint_converts_and_predicts() {
     let text = ok(&["predict", "--weights", s(&out), "--top", "1", s(&img)]);
     assert!(text.contains("img0.png"), "{text}");
 
-    // Fine-tuning for 100 classes.
+    // Fine-tuning for CIFAR-100's 100 classes (the dataset's count: no --num-classes).
     let out100 = tmp("r18-100.safetensors");
     let extra = ["--dataset", "cifar100", "--width", "0.125", "--reset-head"];
     let text = ok(&convert(&src, "resnet18", &extra, &out100));
+    let bytes = std::fs::read(&out100).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("fc.weight").unwrap().shape(), &[100, 64]);
     assert!(
-        text.contains("classifier re-initialised") && text.contains("\"num_classes\":100"),
+        text.contains("classifier re-initialised") && text.contains("\"dataset\":\"cifar100\""),
         "{text}"
     );
 }
