@@ -90,6 +90,10 @@ CASES = [
          {"dataset": "imagenet", "num_classes": 10, "growth_rate": 8, "block_config": [2, 2, 2, 2],
           "init_features": 16}, tv_densenet_small,
          file="densenet_old_names_legacy.pth", wrap="plain", legacy=True, old_densenet_names=True, hw=64),
+    # A 21-character file stem: zip 9.1 to 9.8.2 could not read such archives (Cargo.toml).
+    case("densenet_epoch90_best", "densenet121",
+         {"dataset": "imagenet", "num_classes": 10, "growth_rate": 8, "block_config": [2, 2, 2, 2],
+          "init_features": 16}, tv_densenet_small, file="densenet_epoch90_best.pth", wrap="train", hw=64),
     case("seresnet_timm_zip", "se_resnet50",
          {"dataset": "imagenet", "width": 0.125, "num_classes": 10, "block_config": [1, 1, 1, 1]},
          timm_seresnet_small, file="seresnet_timm_zip.pth", wrap="train", hw=64),
