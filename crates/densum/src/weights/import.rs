@@ -72,8 +72,8 @@ fn is_safe_global(name: &str) -> bool {
 
 /// Refuses a checkpoint whose pickle names a callable outside [`SAFE_GLOBALS`]: under
 /// `torch.load` (without `weights_only`) it would run. densum never runs it either way;
-/// the refusal tells the user the file is not what it claims. `where_` is the path of keys
-/// to the value, for the message.
+/// the refusal tells the user the file is not what it claims. The message names the
+/// callable and the keys leading to it; `path` is the file.
 pub fn check_globals(value: &PickleValue, path: &Path) -> Result<()> {
     fn walk(v: &PickleValue, at: &mut Vec<String>, path: &Path) -> Result<()> {
         match v {
