@@ -79,12 +79,16 @@ def timm_res2net_small():
     from timm.models.resnet import ResNet
     m = ResNet(block=Bottle2neck, layers=[2, 2, 1, 1], base_width=26, block_args=dict(scale=4),
                channels=(8, 16, 32, 64), num_classes=10)
-    # timm's plain 7x7 stem is always 64 wide: narrow it (and what reads it) to 64 * 0.125.
-    m.conv1 = nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False)
-    m.bn1 = nn.BatchNorm2d(8)
+    return narrow_timm_stem(m)
+
+
+def narrow_timm_stem(m, width=8):
+    """timm's plain 7x7 stem is always 64 wide: narrow it (and what reads it) to `width`."""
+    m.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+    m.bn1 = nn.BatchNorm2d(width)
     b = m.layer1[0]
-    b.conv1 = nn.Conv2d(8, b.conv1.out_channels, 1, bias=False)
-    b.downsample[0] = nn.Conv2d(8, b.downsample[0].out_channels, 1, bias=False)
+    b.conv1 = nn.Conv2d(width, b.conv1.out_channels, 1, bias=False)
+    b.downsample[0] = nn.Conv2d(width, b.downsample[0].out_channels, 1, bias=False)
     return m
 
 

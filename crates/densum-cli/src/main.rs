@@ -2,6 +2,7 @@
 //! printing live in its own module; the work is done by the library.
 
 mod bench_cmd;
+mod convert_cmd;
 mod data_cmd;
 mod features_cmd;
 mod gradcam_cmd;
@@ -38,6 +39,8 @@ enum Command {
     Info(models_cmd::InfoArgs),
     /// Write freshly initialised weights to a safetensors file.
     Init(models_cmd::InitArgs),
+    /// Convert a PyTorch checkpoint or a torchvision / timm safetensors file to densum weights.
+    Convert(Box<convert_cmd::ConvertArgs>),
     /// Measure parameters, MACs, time and peak memory of training steps and inference.
     ///
     /// Every figure is also given as a ratio to the first model listed, so
@@ -107,6 +110,7 @@ fn run(command: Command) -> Result<()> {
         Command::Models(args) => models_cmd::models(&args),
         Command::Info(args) => models_cmd::info(&args),
         Command::Init(args) => models_cmd::init(&args),
+        Command::Convert(args) => convert_cmd::run(&args),
         Command::Bench(args) => bench_cmd::run(&args),
         Command::Train(args) => train_cmd::run_train(&args),
         Command::Eval(args) => train_cmd::run_eval(&args),
