@@ -1,5 +1,6 @@
 //! `densum`: a thin command line over the densum library.
 
+mod device_args;
 mod model_args;
 mod train_cmd;
 
@@ -18,6 +19,7 @@ use densum::zoo::{self, Dataset};
 use densum::{Device, Net};
 use serde_json::json;
 
+use device_args::DeviceArgs;
 use model_args::ModelArgs;
 
 // Peak memory in `densum bench` is measured by counting allocations.
@@ -101,6 +103,8 @@ enum Command {
         /// With --sweep: also draw time and peak memory against the swept value (PNG).
         #[arg(long, requires = "sweep")]
         plot: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
     /// Train a model (flags, a TOML config, a named recipe; or resume a run).
     Train(Box<train_cmd::TrainArgs>),
@@ -176,6 +180,8 @@ enum Command {
         /// Images to classify.
         #[arg(required = true)]
         images: Vec<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
 }
 
@@ -237,7 +243,16 @@ fn run(cli: Cli) -> Result<()> {
             format,
             top,
             images,
-        } => predict(model, &args, &weights, format, top, &images),
+            device,
+        } => predict(
+            model,
+            &args,
+            &weights,
+            format,
+            top,
+            &images,
+            &device.device()?,
+        ),
         Command::Train(args) => train_cmd::run_train(&args),
         Command::Eval(args) => train_cmd::run_eval(&args),
         Command::Reproduce {
@@ -291,7 +306,9 @@ fn run(cli: Cli) -> Result<()> {
             csv,
             sweep,
             plot,
+            device,
         } => {
+            let device = device.device()?;
             let mode = match mode {
                 Mode::Train => BenchMode::Train,
                 Mode::Infer => BenchMode::Infer,
@@ -304,8 +321,8 @@ fn run(cli: Cli) -> Result<()> {
                 mode,
             };
             match sweep {
-                Some(sweep) => sweep_cmd(&models, &args, &cfg, &sweep, plot.as_deref()),
-                None => bench_cmd(&models, &args, &cfg, json, csv),
+                Some(sweep) => sweep_cmd(&models, &args, &cfg, &sweep, plot.as_deref(), &device),
+                None => bench_cmd(&models, &args, &cfg, json, csv, &device),
             }
         }
     }
@@ -334,7 +351,8 @@ fn models(json: bool, filter: Option<&str>) -> Result<()> {
 
 fn info(model: &str, args: &ModelArgs, json: bool) -> Result<()> {
     let spec = zoo::resolve(model, &args.options()?)?;
-    let net = Net::new(&spec.config, &Device::default());
+    // Counting parameters and shapes needs no GPU; Burn's default could be one.
+    let net = Net::new(&spec.config, &Device::flex());
     let c = cost(&spec, &net);
     if json {
         let mut v = serde_json::to_value(&c)?;
@@ -390,7 +408,8 @@ fn group(n: u64) -> String {
 
 fn init(model: &str, args: &ModelArgs, seed: u64, out: &Path) -> Result<()> {
     let spec = zoo::resolve(model, &args.options()?)?;
-    let device = Device::default();
+    // On the CPU, so a seed gives the same weights whatever the binary was built with.
+    let device = Device::flex();
     device.seed(seed);
     let net = Net::new(&spec.config, &device);
     weights::save(&net, &spec.name, &spec.options, out)?;
@@ -410,6 +429,7 @@ fn predict(
     format: Format,
     top: usize,
     images: &[PathBuf],
+    device: &Device,
 ) -> Result<()> {
     let file = weights::read_info(weights_path)?;
     let model = match (model, &file.model) {
@@ -430,15 +450,14 @@ fn predict(
     }
     let options = args.options_over(file.options.clone().unwrap_or_default())?;
     let spec = zoo::resolve(&model, &options)?;
-    let device = Device::default();
-    let net = Net::new(&spec.config, &device);
-    let net = weights::load(net, &spec.name, weights_path, &device)?;
+    let net = Net::new(&spec.config, device);
+    let net = weights::load(net, &spec.name, weights_path, device)?;
     let size = spec.input_size;
     let pixels = images
         .iter()
         .map(|p| load_image(p, size, spec.dataset))
         .collect::<densum::Result<Vec<_>>>()?;
-    let logits = net.forward(batch(&pixels, size, &device));
+    let logits = net.forward(batch(&pixels, size, device));
     let [n, k] = logits.dims();
     let values = logits
         .into_data()
@@ -497,6 +516,7 @@ fn bench_cmd(
     cfg: &BenchConfig,
     json: bool,
     csv: bool,
+    device: &Device,
 ) -> Result<()> {
     if cfg.batch == 0 || cfg.iters == 0 {
         bail!("--batch and --iters must be at least 1");
@@ -507,13 +527,12 @@ fn bench_cmd(
         .iter()
         .map(|m| zoo::resolve(m, &options))
         .collect::<densum::Result<Vec<_>>>()?;
-    let device = Device::default();
     let mut results: Vec<BenchResult> = Vec::new();
     for spec in &specs {
         if !json && !csv {
             eprintln!("measuring {} ...", spec.name);
         }
-        results.push(bench(spec, cfg, &device));
+        results.push(bench(spec, cfg, device));
     }
     let rows: Vec<Vec<(String, Option<f64>)>> = results.iter().map(bench_row).collect();
     let base = &rows[0];
@@ -651,6 +670,7 @@ fn sweep_cmd(
     cfg: &BenchConfig,
     sweep: &str,
     plot: Option<&Path>,
+    device: &Device,
 ) -> Result<()> {
     let Some((kind, values)) = sweep.split_once('=') else {
         bail!("--sweep {sweep}: expected KIND=V1,V2,... with KIND depth, width or batch");
@@ -687,13 +707,12 @@ fn sweep_cmd(
             points.push((model.clone(), x, spec, c));
         }
     }
-    let device = Device::default();
     println!(
         "model,series,{kind},params,macs,train_step_ms,train_peak_mb,infer_ms,infer_peak_mb,train_images_per_s"
     );
     let mut rows = Vec::new();
     for (series, x, spec, c) in points {
-        let r = bench(&spec, &c, &device);
+        let r = bench(&spec, &c, device);
         let t = r.train.as_ref();
         let i = r.infer.as_ref();
         let mb = |b: Option<usize>| b.map(|b| b as f64 / 1e6);
