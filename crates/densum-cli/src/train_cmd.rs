@@ -1,11 +1,13 @@
-//! `densum train` and `densum eval`: flags become the top layer of a training configuration.
+//! `densum train`, `eval`, `plot` and `reproduce`: flags become the top layer of a training
+//! configuration; the library trains, evaluates, plots and reproduces.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use densum::train::reproduce::{ReproduceOptions, Scale, reproduce};
 use densum::train::{self, RunOptions, TrainConfig, checkpoint, config};
-use densum::zoo;
+use densum::zoo::{self, Dataset};
 use densum::{Net, weights};
 use densum_data::{LoaderConfig, Split};
 
@@ -156,7 +158,7 @@ impl TrainArgs {
         if let Some(m) = &self.model {
             set(&mut t, &["model"], m.as_str());
         }
-        let options = self.model_args.options()?;
+        let options = self.model_args.options();
         if let toml::Value::Table(o) = toml::Value::try_from(&options)?
             && !o.is_empty()
         {
@@ -316,22 +318,6 @@ pub struct EvalArgs {
     pub device: DeviceArgs,
 }
 
-fn best_or_last(run: &Path) -> Result<PathBuf> {
-    let dir = run.join("checkpoints");
-    let all = checkpoint::list(&dir);
-    let Some((_, last)) = all.last() else {
-        bail!("{} has no checkpoint", run.display());
-    };
-    let state: train::TrainState =
-        serde_json::from_slice(&std::fs::read(last.join("state.json"))?)?;
-    let pick = state
-        .best
-        .and_then(|(_, it)| all.iter().find(|(i, _)| *i == it))
-        .map(|(_, p)| p.clone())
-        .unwrap_or_else(|| last.clone());
-    Ok(pick.join("model.safetensors"))
-}
-
 /// `densum eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let mut run_cfg = None;
@@ -341,7 +327,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
                 let cfg = config::resolve(vec![config::read_table(&run.join("config.toml"))?])?;
                 run_cfg = Some(cfg.clone());
                 (
-                    best_or_last(run)?,
+                    checkpoint::best_or_last(run)?,
                     Some(cfg.model),
                     cfg.options,
                     Some(cfg.data.path),
@@ -363,7 +349,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
     if args.model.is_some() {
         model = args.model.clone();
     }
-    options = args.model_args.options_over(options)?;
+    options = args.model_args.options_over(options);
     if args.data.is_some() {
         data = args.data.clone();
     }
@@ -444,5 +430,89 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Flags of `densum plot`.
+#[derive(Args)]
+pub struct PlotArgs {
+    /// Run directories.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `densum plot`.
+pub fn run_plot(a: &PlotArgs) -> Result<()> {
+    train::plot::plot(&a.runs, &a.out)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// The datasets of the reproducible tables.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TableDataset {
+    /// CIFAR-10.
+    Cifar10,
+    /// CIFAR-100.
+    Cifar100,
+}
+
+/// Flags of `densum reproduce`.
+#[derive(Args)]
+pub struct ReproduceArgs {
+    /// Table name.
+    pub table: String,
+    /// tiny, small or full.
+    #[arg(long, default_value = "tiny")]
+    pub scale: String,
+    /// Dataset path.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Dataset conventions of the models (default: the dataset of the paper's rows,
+    /// CIFAR-100 for the DSNet and RGSNet tables, CIFAR-10 for DenseNet's C10+ rows).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub dataset: Option<TableDataset>,
+    /// Seeds, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub seeds: Vec<u64>,
+    /// Only rows whose model name contains one of these, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Folder of the runs.
+    #[arg(long, default_value = "runs/reproduce")]
+    pub runs: PathBuf,
+    /// Markdown output (default docs/results/TABLE-SCALE.md).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `densum reproduce`.
+pub fn run_reproduce(a: &ReproduceArgs) -> Result<()> {
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("docs/results/{}-{}.md", a.table, a.scale)));
+    let opts = ReproduceOptions {
+        table: a.table.clone(),
+        scale: Scale::parse(&a.scale)?,
+        data: a.data.clone(),
+        dataset: a.dataset.map(|d| match d {
+            TableDataset::Cifar10 => Dataset::Cifar10,
+            TableDataset::Cifar100 => Dataset::Cifar100,
+        }),
+        seeds: a.seeds.clone(),
+        only: a.only.clone(),
+        runs: a.runs.clone(),
+        out: out.clone(),
+    };
+    let measured = reproduce(&opts, false)?;
+    println!(
+        "{} rows; table written to {}",
+        measured.len(),
+        out.display()
+    );
     Ok(())
 }

@@ -16,7 +16,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 #[test]
-fn info_reports_the_spec_counts() {
+fn info_reports_the_exact_counts() {
     let v: serde_json::Value = serde_json::from_str(&ok(&["info", "dsnet50", "--json"])).unwrap();
     assert_eq!(v["params"], 25_582_376);
     assert_eq!(v["macs"], 4_089_184_256u64);
@@ -222,6 +222,44 @@ fn init_then_predict_round_trips_and_resizes() {
 }
 
 #[test]
+fn predict_in_several_batches_matches_one_batch() {
+    let w = tmp("resnet20-batches.safetensors");
+    let w = w.to_str().unwrap();
+    ok(&["init", "resnet20", "--seed", "5", "--out", w]);
+    let images: Vec<String> = [
+        "img0.png",
+        "img1.png",
+        "img0_64.png",
+        "img1_64.png",
+        "img1.png",
+    ]
+    .iter()
+    .map(|f| fixtures().join("images").join(f).display().to_string())
+    .collect();
+    let run = |batch: &str| {
+        let mut args = vec![
+            "predict",
+            "--weights",
+            w,
+            "--format",
+            "json",
+            "--batch",
+            batch,
+        ];
+        args.extend(images.iter().map(|s| s.as_str()));
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        v
+    };
+    let one = run("5");
+    assert_eq!(one.as_array().unwrap().len(), 5);
+    // 5 images in batches of 2 (2 + 2 + 1) and of 1: the same files, logits and classes.
+    assert_eq!(run("2"), one);
+    assert_eq!(run("1"), one);
+    let e = fails(&["predict", "--weights", w, "--batch", "0", &images[0]]);
+    assert!(e.contains("batch"), "{e}");
+}
+
+#[test]
 fn bad_input_gives_clear_errors() {
     assert!(fails(&["info", "dsnet5O"]).contains("did you mean: dsnet50"));
     assert!(fails(&["info", "densenet121", "--growth-rate", "0"]).contains("growth_rate"));
@@ -243,7 +281,27 @@ fn bad_input_gives_clear_errors() {
         ])
         .contains("group width")
     );
-    assert!(fails(&["info", "resnet50", "--dataset", "mnist"]).contains("--dataset mnist"));
+    // Named choices are value enums: the error names the flag, the value and the choices.
+    let e = fails(&["info", "resnet50", "--dataset", "mnist"]);
+    assert!(
+        e.contains("--dataset") && e.contains("'mnist'") && e.contains("cifar100"),
+        "{e}"
+    );
+    let e = fails(&["info", "dsnet50", "--ds-norm", "xx"]);
+    assert!(
+        e.contains("--ds-norm") && e.contains("gn, ln, in, bn, none"),
+        "{e}"
+    );
+    // Any case is accepted, as before.
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "info",
+        "resnet20",
+        "--dataset",
+        "CIFAR100",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(v["output"][0], 100);
 
     // Weights of another model, or with a wrong shape, name the model or tensor.
     let file = fixtures().join("dsnet50.safetensors");
@@ -314,6 +372,70 @@ fn bad_input_gives_clear_errors() {
     );
 }
 
+/// Options beyond their bounds end with a clear error, not an aborted allocation; counting
+/// the largest model the bounds allow needs no weights.
+#[test]
+fn huge_options_are_refused_and_counting_allocates_no_weights() {
+    for (args, want) in [
+        (
+            &["info", "resnet50", "--width", "1e9"][..],
+            "width must be a positive number at most 64",
+        ),
+        (
+            &["info", "resnet50", "--input-size", "100000"],
+            "input_size must be at least 1 and at most 4096",
+        ),
+        (
+            &["info", "resnet50", "--num-classes", "1000000000"],
+            "num_classes must be at least 1 and at most 100000",
+        ),
+        (
+            &["info", "densenet121", "--growth-rate", "100000"],
+            "growth_rate must be at least 1 and at most 1024",
+        ),
+        (
+            &["info", "densenet121", "--block-config", "6,12,1000000"],
+            "block_config",
+        ),
+        (
+            &[
+                "info",
+                "resnet50",
+                "--width",
+                "64",
+                "--block-config",
+                "1,1,1,1,1,1",
+            ],
+            "channels, more than 131072",
+        ),
+    ] {
+        let out = common::densum(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // An abort (failed allocation) or a panic has no exit code 1.
+        assert_eq!(out.status.code(), Some(1), "densum {args:?}: {err}");
+        assert!(err.contains(want), "densum {args:?}: {err}");
+    }
+    // ResNet-50 at width 64 has about 64^2 times its 25.6M parameters: 400 GB of f32 weights
+    // if `info` created them.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "resnet50", "--width", "64", "--json"])).unwrap();
+    let params = v["params"].as_u64().unwrap();
+    assert!(params > 60 * 60 * 25_000_000, "{params}");
+    // The shortcut weights grow with the square of a stage's length: a 1000-block DSNet stage
+    // at width 64 has 1000 · 999 / 2 · 16384 of them (33 GB), DelugeNet's three stages 68 GB.
+    for model in [
+        &["dsnet50", "--block-config", "1000"][..],
+        &["delugenet146", "--block-config", "1000,1000,1000"],
+    ] {
+        let args = [&["info"][..], model, &["--width", "64", "--json"]].concat();
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        assert!(
+            v["params"].as_u64().unwrap() > 8_000_000_000,
+            "{args:?}: {v}"
+        );
+    }
+}
+
 #[test]
 fn bench_reports_time_memory_and_ratios() {
     let v: serde_json::Value = serde_json::from_str(&ok(&[
@@ -333,6 +455,14 @@ fn bench_reports_time_memory_and_ratios() {
         assert!(r["infer"]["images_per_s"].as_f64().unwrap() > 0.0);
     }
     assert_eq!(list[0]["ratio_to_first"]["params"], 1.0);
+    // The timed update is `densum train`'s SGD with its default settings.
+    let o = &list[0]["optimizer"];
+    assert_eq!(
+        (o["lr"].as_f64(), o["momentum"].as_f64()),
+        (Some(0.1), Some(0.9))
+    );
+    assert_eq!(o["weight_decay"].as_f64(), Some(5e-4));
+    assert!(list[0]["train"]["optimizer_ms"]["median"].as_f64().unwrap() > 0.0);
     let p = list[1]["ratio_to_first"]["params"].as_f64().unwrap();
     assert!(p > 1.0, "dsnet20 has more parameters than resnet20: {p}");
     let csv = ok(&[
@@ -341,6 +471,15 @@ fn bench_reports_time_memory_and_ratios() {
     ]);
     assert!(csv.starts_with("model,params,macs,"), "{csv}");
     assert!(fails(&["bench", "resnet20", "nosuchnet", "--iters", "1"]).contains("nosuchnet"));
+    // A recipe's optimiser settings, as `densum train --recipe` would use them.
+    let args =
+        "bench resnet20 --batch 1 --warmup 0 --iters 1 --mode train --recipe densenet-cifar --json";
+    let words: Vec<&str> = args.split(' ').collect();
+    let v: serde_json::Value = serde_json::from_str(&ok(&words)).unwrap();
+    let o = &v[0]["optimizer"];
+    assert_eq!(o["nesterov"], true);
+    assert_eq!(o["weight_decay"].as_f64(), Some(1e-4));
+    assert!(fails(&["bench", "resnet20", "--recipe", "nosuch"]).contains("dsnet-cifar"));
 }
 
 #[test]
@@ -375,6 +514,30 @@ fn bench_sweep_writes_csv_and_a_chart() {
     );
     assert!(image::open(&png).is_ok());
     assert!(fails(&["bench", "resnet20", "--sweep", "depth=x"]).contains("depth"));
+    assert!(fails(&["bench", "resnet20", "--sweep", "batch=0"]).contains("batch"));
+    assert!(fails(&["bench", "resnet20", "--sweep", "batch=4", "--iters", "0"]).contains("iters"));
+    // The depth is the number the registry names each family by, not the first digits.
+    let args = "bench ds2net50 res2net50_26w_4s ds2next50_32x4d --dataset cifar100 --width 0.25 \
+        --sweep depth=50 --mode infer --batch 1 --warmup 0 --iters 1";
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let csv = ok(&words);
+    let models: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        models,
+        ["ds2net50", "res2net50_26w_4s", "ds2next50_32x4d"],
+        "{csv}"
+    );
+    let e = fails(&["bench", "res2net50_26w_4s", "--sweep", "depth=26,77"]);
+    assert!(
+        e.contains("res2net26_26w_4s") && e.contains("50, 101"),
+        "{e}"
+    );
+    let e = fails(&["bench", "dense2net121", "--sweep", "depth=169"]);
+    assert!(e.contains("dense2net169") && e.contains("121"), "{e}");
 }
 
 #[test]

@@ -237,6 +237,27 @@ fn bad_train_input_fails_before_any_work() {
     assert!(
         fails(&["train", "--config", cfg.to_str().unwrap(), "--data", d]).contains("batchsize")
     );
+    // Non-finite or negative optimiser numbers are refused by name.
+    for (flag, key) in [
+        ("--weight-decay=NaN", "optimizer.weight_decay"),
+        ("--grad-clip=-1", "optimizer.grad_clip"),
+        ("--grad-clip=NaN", "optimizer.grad_clip"),
+        ("--lr=inf", "optimizer.lr"),
+        ("--momentum=NaN", "optimizer.momentum"),
+        ("--label-smoothing=-0.1", "label_smoothing"),
+    ] {
+        let e = fails(&[
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            d,
+            "--run-dir",
+            r,
+            flag,
+        ]);
+        assert!(e.contains(key), "{flag}: {e}");
+    }
     assert!(!run.exists(), "a failed start left a run directory");
     // An unwritable run directory: a clear error naming it.
     let e = fails(&[
@@ -265,4 +286,27 @@ fn reproduce_checks_its_input_before_training() {
     assert!(e.contains("dsnet-depth") && e.contains("rgsnet"), "{e}");
     assert!(fails(&["reproduce", "rgsnet", "--data", "/no/such/data"]).contains("/no/such/data"));
     assert!(fails(&["reproduce", "rgsnet", "--data", ".", "--scale", "huge"]).contains("tiny"));
+    let e = fails(&["reproduce", "rgsnet", "--data", ".", "--dataset", "svhn"]);
+    assert!(e.contains("cifar10") && e.contains("cifar100"), "{e}");
+}
+
+#[test]
+fn data_commands_run_from_the_densum_binary() {
+    let data = tmp("data-cmds");
+    image_folder(&data, 3, 4);
+    let d = data.to_str().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["data", "info", d, "--val-split", "3", "--json"])).unwrap();
+    assert_eq!(v["dataset"]["len"], 12);
+    assert_eq!(v["validation part"]["len"], 3);
+    let v: serde_json::Value = serde_json::from_str(&ok(&["data", "verify", d, "--json"])).unwrap();
+    assert_eq!(
+        (v["total"].clone(), v["ok"].clone()),
+        (12.into(), 12.into())
+    );
+    let text = ok(&["data", "bench", d, "--batch-size", "4", "--workers", "1"]);
+    assert!(text.contains("12 images (32x32, preset cifar)"), "{text}");
+    std::fs::write(data.join("c0").join("bad.png"), b"not a png").unwrap();
+    assert!(fails(&["data", "verify", d]).contains("1 of 13 images"));
+    assert!(fails(&["data", "download", "mnist", "--to", d]).contains("cifar100"));
 }

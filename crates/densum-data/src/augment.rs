@@ -1,4 +1,7 @@
-//! Augmentations and preprocessing (spec section 4), applied sample by sample.
+//! Augmentations and preprocessing of the papers' recipes, applied sample by sample: pad-4
+//! random crop + flip for CIFAR (He et al. 2016, followed by DSNet, RGSNet and DenseNet's C10+
+//! / C100+), random-resized crop + flip for ImageNet training and resize 256 + centre crop 224
+//! for its evaluation (as torchvision's reference recipe), cutout (DeVries & Taylor 2017).
 //!
 //! The pipeline has up to three stages: an optional resampling (random-resized-crop, or
 //! resize of the shorter side), a window (centre crop, or random crop of the zero-padded

@@ -133,7 +133,7 @@ impl Format {
         }
     }
 
-    /// Name of the normalisation constants that fit this format (spec section 6).
+    /// Name of the normalisation constants that fit this format ([`crate::Normalize::by_name`]).
     pub fn normalization_name(self) -> &'static str {
         match self {
             Format::Cifar10Binary | Format::Cifar10Python => "cifar10",

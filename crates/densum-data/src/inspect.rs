@@ -1,13 +1,16 @@
 //! `info`, `verify` and `bench`: what a dataset holds, whether all of it decodes, and how
 //! fast the loader feeds it.
 
+use crate::augment::{Augment, AugmentConfig};
 use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::formats::{OpenOptions, available_splits, open_with};
-use crate::loader::Loader;
+use crate::loader::{Loader, LoaderConfig};
+use crate::normalize::Normalize;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Summary of one split of a dataset.
@@ -147,6 +150,66 @@ pub struct BenchReport {
     pub from_memory: bool,
     /// Seconds of the untimed warm-up epoch that filled the cache (0 without cache).
     pub warmup_seconds: f64,
+}
+
+impl BenchReport {
+    /// The report as one line for people: throughput, settings (`preset`), and whether the
+    /// loader was asked to `cache` decoded images.
+    pub fn line(&self, preset: &str, cache: bool) -> String {
+        format!(
+            "{}: {} images ({}x{}, preset {preset}) in {:.2} s = {:.0} images/s; batch {}, {} workers, {}",
+            self.source,
+            self.images,
+            self.image_size[1],
+            self.image_size[0],
+            self.seconds,
+            self.images_per_sec,
+            self.batch_size,
+            self.workers,
+            if cache {
+                format!("from memory (cache filled in {:.2} s)", self.warmup_seconds)
+            } else {
+                "decoding every image".to_string()
+            }
+        )
+    }
+}
+
+/// How [`bench_loader`] builds the loader it times.
+#[derive(Clone, Debug, Default)]
+pub struct BenchSetup {
+    /// Augmentation preset (default: `cifar` for images up to 64 px, else `imagenet-train`).
+    pub preset: Option<String>,
+    /// One cutout hole of this length, added to the preset.
+    pub cutout: Option<u32>,
+    /// Normalisation constants by name (default: those of the dataset's format).
+    pub normalize: Option<String>,
+    /// Batch size, workers, prefetch, cache, corrupt-image handling.
+    pub loader: LoaderConfig,
+}
+
+/// The loader `densum data bench` times for `ds`, and the preset it uses.
+pub fn bench_loader(ds: Arc<dyn Dataset>, setup: &BenchSetup) -> Result<(Loader, String)> {
+    let small = |h: u32, w: u32| h <= 64 && w <= 64;
+    let preset = setup.preset.clone().unwrap_or_else(|| {
+        let is_small = match ds.image_size() {
+            Some((h, w)) => small(h, w),
+            None => ds
+                .get(0)
+                .is_ok_and(|s| small(s.image.height, s.image.width)),
+        };
+        if is_small { "cifar" } else { "imagenet-train" }.to_string()
+    });
+    let mut cfg = AugmentConfig::preset(&preset)?;
+    if let Some(l) = setup.cutout {
+        cfg = cfg.with_cutout(1, l);
+    }
+    let norm = match &setup.normalize {
+        Some(n) => Normalize::by_name(n)?,
+        None => Normalize::by_name(ds.format().normalization_name())?,
+    };
+    let loader = Loader::new(ds, Augment::new(cfg)?, norm, setup.loader.clone())?;
+    Ok((loader, preset))
 }
 
 /// Times the loader: if it caches, one untimed epoch fills the cache first. Then batches

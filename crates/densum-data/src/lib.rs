@@ -19,7 +19,6 @@
 //! ```
 
 pub mod augment;
-pub mod cli;
 pub mod dataset;
 pub mod download;
 pub mod error;
@@ -35,7 +34,9 @@ pub use dataset::{Cached, Concat, Dataset, Format, Image, MemoryDataset, Sample,
 pub use download::{DownloadOptions, Remote, RemoteFile, download, download_file};
 pub use error::{Error, Result};
 pub use formats::{OpenOptions, available_splits, open, open_splits, open_with};
-pub use inspect::{BenchReport, DatasetInfo, VerifyReport, bench, describe, info, verify};
+pub use inspect::{
+    BenchReport, BenchSetup, DatasetInfo, VerifyReport, bench, bench_loader, describe, info, verify,
+};
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig};
 pub use normalize::Normalize;
 pub use split::{ValSplit, carve_val, split_train_val};

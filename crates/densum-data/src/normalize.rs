@@ -1,4 +1,6 @@
-//! Per-channel normalisation with the constants of the spec (section 6).
+//! Per-channel normalisation: torchvision's ImageNet mean and std, and for CIFAR-10,
+//! CIFAR-100 and SVHN the per-channel mean and std of their training sets (as commonly
+//! published), all on pixels scaled to [0, 1].
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -9,12 +9,12 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::block::{BlockConfig, conv_macs};
+use crate::block::{BlockConfig, conv_macs, out_channels};
 use crate::connect::{ConnectKind, TransitionConfig};
 use crate::nn::{batch_norm, conv, conv_bn_forward, conv_forward, relu};
 use crate::stage::Stage;
 
-/// The stem's form (spec section 2).
+/// The stem's form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StemKind {
@@ -109,7 +109,7 @@ pub struct Net {
 }
 
 impl Net {
-    /// Builds `cfg` on `device` with fresh weights (spec section 2's initialisation).
+    /// Builds `cfg` on `device` with fresh weights (torchvision's initialisation, `nn/conv.rs`).
     pub fn new(cfg: &NetConfig, device: &Device) -> Self {
         let (k, s) = match cfg.stem {
             StemKind::Imagenet => (7, 2),
@@ -199,7 +199,7 @@ impl Net {
     /// Multiply-accumulates of the stem for a `[3, h, w]` input, and its output shape.
     pub fn stem_macs(&self, h: usize, w: usize) -> (u64, [usize; 3]) {
         let (m, oh, ow) = conv_macs(&self.conv1, h, w);
-        let c = self.conv1.weight.dims()[0];
+        let c = out_channels(&self.conv1);
         match self.maxpool {
             Some(_) => (m, [c, (oh - 1) / 2 + 1, (ow - 1) / 2 + 1]),
             None => (m, [c, oh, ow]),

@@ -1,12 +1,86 @@
-//! Turning image files into the network's input, and logits into top-k classes.
+//! Classifying image files (`densum predict`): images into the network's input, a network
+//! run batch by batch, logits into top-k classes with the dataset's class names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::imageops::FilterType;
 
 use crate::error::{DensumError, Result};
-use crate::zoo::Dataset;
+use crate::net::Net;
+use crate::weights::FileInfo;
+use crate::zoo::{self, Dataset, ModelSpec};
+
+/// Images per forward pass unless asked otherwise: large enough to use the cores, small
+/// enough that a folder of thousands of images stays within memory.
+pub const DEFAULT_BATCH: usize = 64;
+
+/// The model a weight file at `path` (described by `file`) is loaded as: `requested` when
+/// given, which must then be the model the file records (if it records one); else the
+/// file's own.
+pub fn model_for(file: &FileInfo, requested: Option<&str>, path: &Path) -> Result<String> {
+    match (requested, &file.model) {
+        (Some(m), Some(recorded)) if zoo::find(m)?.name != *recorded => Err(DensumError::weights(
+            path,
+            format!("the file holds model `{recorded}`, not `{m}`"),
+        )),
+        (Some(m), _) => Ok(m.to_string()),
+        (None, Some(m)) => Ok(m.clone()),
+        (None, None) => Err(DensumError::weights(
+            path,
+            "the file records no model name; pass --model",
+        )),
+    }
+}
+
+/// Human-readable class names where the dataset has a short, fixed list of `classes`
+/// classes (CIFAR-10, SVHN digits); empty otherwise.
+pub fn class_names(dataset: Dataset, classes: usize) -> Vec<&'static str> {
+    let names: &[&str] = match dataset {
+        Dataset::Cifar10 => &densum_data::formats::cifar::CIFAR10_CLASSES,
+        Dataset::Svhn => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        _ => &[],
+    };
+    if names.len() == classes {
+        names.to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The logits of every image, in order, from `net` built as `spec`, running `batch` images
+/// at a time (at least 1): only one batch of decoded images is in memory at once, and
+/// results do not depend on the batch size (evaluation mode treats images independently).
+pub fn classify(
+    net: &Net,
+    spec: &ModelSpec,
+    images: &[PathBuf],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    if batch_size == 0 {
+        return Err(DensumError::Config(
+            "the batch size must be at least 1".into(),
+        ));
+    }
+    let size = spec.input_size;
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size) {
+        let pixels = chunk
+            .iter()
+            .map(|p| load_image(p, size, spec.dataset))
+            .collect::<Result<Vec<_>>>()?;
+        let logits = net.forward(batch(&pixels, size, device));
+        let [n, k] = logits.dims();
+        let values = logits
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| DensumError::Config(format!("reading logits: {e:?}")))?;
+        out.extend((0..n).map(|i| values[i * k..(i + 1) * k].to_vec()));
+    }
+    Ok(out)
+}
 
 /// Decodes an image file (PNG or JPEG) to RGB and prepares it for a network with input side
 /// `size`: an image of exactly `size` x `size` is used as it is; any other is resized so its

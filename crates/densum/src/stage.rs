@@ -1,10 +1,11 @@
-//! The one stage loop: blocks joined by a connectivity.
+//! The one stage loop: blocks joined by a connectivity ([`run`], generic over the
+//! connectivity's [`Rule`]).
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::block::{Block, BlockArgs, BlockConfig};
-use crate::connect::{Connect, ConnectKind, History, Transition, TransitionConfig};
+use crate::connect::{Connect, ConnectKind, Rule, Transition, TransitionConfig};
 use crate::net::StageConfig;
 
 /// A resolution stage: an optional transition, then `blocks[0]` changes the shape
@@ -36,7 +37,7 @@ impl Stage {
             .filter(|_| st.stride != 1)
             .map(|t| Transition::new(t, in_ch, out_ch, st.stride, device));
         let (in_ch, stride) = match &transition {
-            Some(t) => (t.conv.weight.dims()[0], 1),
+            Some(t) => (t.out_channels(), 1),
             None => (in_ch, st.stride),
         };
         let blocks = drop_paths
@@ -67,47 +68,44 @@ impl Stage {
             Some(t) => t.forward(x),
             None => x,
         };
-        let mut history = History::default();
-        let first = &self.blocks[0];
-        let out = first.forward(x);
-        let mut y = self.connect.first(
-            out.branch.clone(),
-            out.shortcut,
-            &mut history,
-            first.activation(),
-        );
-        self.connect.record(0, &y, &out.branch, &mut history);
-        for (l, block) in self.blocks.iter().enumerate().skip(1) {
-            let branch = match self.connect.parts(&history) {
-                Some(parts) => block.forward_parts(parts.to_vec()),
-                None => block.forward(y.clone()).branch,
-            };
-            let next =
-                self.connect
-                    .aggregate(l, branch.clone(), y, &mut history, block.activation());
-            self.connect.record(l, &next, &branch, &mut history);
-            y = next;
+        let blocks = &self.blocks;
+        match &self.connect {
+            Connect::Residual(c) => run(c, blocks, x),
+            Connect::DenseIdentity(c) => run(c, blocks, x),
+            Connect::DenseSum(c) => run(c, blocks, x),
+            Connect::Rg(c) => run(c, blocks, x),
+            Connect::Concat(c) => run(c, blocks, x),
+            Connect::Deluge(c) => run(c, blocks, x),
         }
-        self.connect.output(y, history)
     }
 
-    /// Multiply-accumulates for an input of `[c, h, w]`, and the output shape.
+    /// Multiply-accumulates for an input of `[c, h, w]`, and the output shape. The sum
+    /// saturates at `u64::MAX`: one block's count fits (the zoo bounds channels and input
+    /// size), a thousand of the widest at 4096 px do not.
     pub fn macs(&self, mut shape: [usize; 3]) -> (u64, [usize; 3]) {
-        let mut total = 0;
+        let mut total: u64 = 0;
         if let Some(t) = &self.transition {
             let (m, s) = t.macs(shape);
-            total += m;
+            total = total.saturating_add(m);
             shape = s;
         }
         for block in &self.blocks {
             let (m, s) = block.macs(shape);
-            total += m;
-            // Concatenation appends the block's channels to what it read.
-            shape = match self.connect.kind {
-                ConnectKind::Concat => [shape[0] + s[0], s[1], s[2]],
-                _ => s,
-            };
+            total = total.saturating_add(m);
+            shape = self.connect.next_shape(shape, s);
         }
         (total, shape)
     }
+}
+
+/// The stage loop: block 0, then each later block's branch and aggregation by `rule`, then
+/// the stage's output.
+pub fn run<R: Rule>(rule: &R, blocks: &[Block], x: Tensor<4>) -> Tensor<4> {
+    let first = &blocks[0];
+    let (mut y, mut history) = rule.first(first.forward(x), first.activation());
+    for (l, block) in blocks.iter().enumerate().skip(1) {
+        let branch = rule.branch(block, &y, &history);
+        y = rule.aggregate(l, branch, y, &mut history, block.activation());
+    }
+    rule.output(y, history)
 }

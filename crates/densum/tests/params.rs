@@ -1,4 +1,4 @@
-//! Parameter counts equal the spec's exact figures (ARCHITECTURES.md sections 3.1 and 3.3);
+//! Parameter counts equal the exact figures of torchvision's models and the DSNet paper's;
 //! where the papers give rounded figures, the count is within a tolerance of them and equals
 //! the exact count pinned here.
 

@@ -189,6 +189,25 @@ fn resume_after_a_crash_repeats_the_uninterrupted_run_bit_for_bit() {
     std::io::Write::write_all(&mut f, b"{\"kind\":\"train\",\"iteration\":99,\"loss\":").unwrap();
     drop(f);
 
+    // Resuming with another configuration would mix two experiments: refused, naming the
+    // keys, and the checkpoints stay.
+    let kept = train::checkpoint::list(&ckpt_dir);
+    let mut other = cfg.clone();
+    other.optimizer.lr = 0.2;
+    other.data.workers = 1; // a thread count changes nothing and is not a difference
+    let e = train::train(
+        &other,
+        RunOptions {
+            resume: true,
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("optimizer.lr") && !e.contains("workers"), "{e}");
+    assert_eq!(train::checkpoint::list(&ckpt_dir), kept);
+
     let s = train::train(
         &cfg,
         RunOptions {

@@ -122,3 +122,101 @@ fn missing_extra_and_misshapen_tensors_are_named() {
     );
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+/// Names and shapes (file layout) of every tensor of a built model, sorted.
+fn file_layout(model: &str, options: &ModelOptions) -> Vec<String> {
+    let spec = zoo::resolve(model, options).unwrap();
+    let net = Net::new(&spec.config, &Device::default());
+    let mut v: Vec<String> = weights::tensor_shapes(&net)
+        .into_iter()
+        .map(|(n, s, _)| format!("{n} {s:?}"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The file format does not depend on how the modules are written: every tensor of the
+/// PyTorch fixtures (torchvision, timm and the reference implementations of every family;
+/// test inputs and `num_batches_tracked` aside) is exactly what the model names and shapes.
+#[test]
+fn tensor_names_equal_the_pytorch_fixtures() {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        file: String,
+        model: String,
+        options: ModelOptions,
+    }
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        cases: Vec<Case>,
+    }
+    let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    let cases = serde_json::from_str::<Manifest>(&text).unwrap().cases;
+    assert!(cases.len() >= 7, "{} cases", cases.len());
+    for case in cases {
+        let bytes = std::fs::read(fixtures().join(&case.file)).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut file: Vec<String> = meta
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| {
+                !n.starts_with(weights::RESERVED_PREFIX) && !n.ends_with("num_batches_tracked")
+            })
+            .map(|(n, info)| format!("{n} {:?}", info.shape))
+            .collect();
+        file.sort();
+        assert_eq!(
+            file_layout(&case.model, &case.options),
+            file,
+            "{} ({})",
+            case.file,
+            case.model
+        );
+    }
+}
+
+/// Models no fixture covers (attention, pre-activation, 2GN, BatchNorm in the dense and RG
+/// shortcuts, plain DenseNet layers, ...): their complete name lists as densum wrote them
+/// before its modules were restructured (tests/fixtures/names.txt, one `== model options`
+/// section each).
+#[test]
+fn tensor_names_equal_the_committed_lists() {
+    let text = std::fs::read_to_string(fixtures().join("names.txt")).unwrap();
+    let mut sections = 0;
+    for section in text.split("== ").filter(|s| !s.is_empty()) {
+        let (head, body) = section.split_once('\n').unwrap();
+        let (model, options) = head.split_once(' ').unwrap();
+        let options: ModelOptions = serde_json::from_str(options).unwrap();
+        let mut expected: Vec<String> = body.lines().map(str::to_string).collect();
+        expected.sort();
+        assert_eq!(file_layout(model, &options), expected, "{head}");
+        sections += 1;
+    }
+    assert!(sections >= 10, "{sections} sections");
+}
+
+/// A weight file's metadata goes through the same bounds as the command line.
+#[test]
+fn out_of_range_options_in_a_file_are_refused() {
+    let dir = std::env::temp_dir().join(format!("densum-wb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("resnet20.safetensors");
+    let (spec, net) = small("resnet20");
+    let options = ModelOptions {
+        width: Some(1e9),
+        ..spec.options.clone()
+    };
+    weights::save(&net, &spec.name, &options, &path).unwrap();
+    let info = weights::read_info(&path).unwrap();
+    let err = zoo::resolve("resnet20", &info.options.unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("width must be a positive number at most 64"),
+        "{err}"
+    );
+}

@@ -68,9 +68,9 @@ impl BasicBlock {
     /// MACs and output shape.
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, c, oh, ow) = chain_macs(&[&self.conv1, &self.conv2], h, w);
-        m += attention_macs(&self.se, &self.cbam, c, oh, ow);
+        m = m.saturating_add(attention_macs(&self.se, &self.cbam, c, oh, ow));
         if let Some(p) = &self.downsample {
-            m += chain_macs(&[&p.conv], h, w).0;
+            m = m.saturating_add(chain_macs(&[&p.conv], h, w).0);
         }
         (m, [c, oh, ow])
     }

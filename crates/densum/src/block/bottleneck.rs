@@ -14,7 +14,7 @@ use crate::nn::{
 };
 
 /// Bottleneck block (stride on the 3x3 convolution, as torchvision). torchvision names, plus
-/// `inner_ds` / `inner_rg` (spec section 6) and `gn1` / `gn2` for the 2GN ablation.
+/// `inner_ds` / `inner_rg` (README, "Weight files") and `gn1` / `gn2` for the 2GN ablation.
 #[derive(Module, Debug)]
 pub struct Bottleneck {
     /// 1x1 reduction.
@@ -113,9 +113,9 @@ impl Bottleneck {
     /// MACs and output shape.
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, c, oh, ow) = chain_macs(&[&self.conv1, &self.conv2, &self.conv3], h, w);
-        m += attention_macs(&self.se, &self.cbam, c, oh, ow);
+        m = m.saturating_add(attention_macs(&self.se, &self.cbam, c, oh, ow));
         if let Some(p) = &self.downsample {
-            m += chain_macs(&[&p.conv], h, w).0;
+            m = m.saturating_add(chain_macs(&[&p.conv], h, w).0);
         }
         (m, [c, oh, ow])
     }

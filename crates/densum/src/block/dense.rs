@@ -1,4 +1,4 @@
-//! DenseNet's dense layer (Huang et al. 2017, spec 3.2): BN-ReLU-conv3x3 producing k channels
+//! DenseNet's dense layer (Huang et al. 2017): BN-ReLU-conv3x3 producing k channels
 //! (the growth rate), or with the bottleneck (B) BN-ReLU-conv1x1 (4k)-BN-ReLU-conv3x3 (k).
 //!
 //! The layer only computes its new features `X_l`; the concatenation with its input is the
@@ -159,11 +159,13 @@ impl DenseLayer {
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, mut c, h, w) = chain_macs(&[&self.conv1], h, w);
         if let Some(r) = &self.res2 {
-            m += r.macs(h, w) + attention_macs(&self.se, &self.cbam, c, h, w);
+            m = m
+                .saturating_add(r.macs(h, w))
+                .saturating_add(attention_macs(&self.se, &self.cbam, c, h, w));
         }
         if let Some(conv2) = &self.conv2 {
             let (m2, c2, _, _) = chain_macs(&[conv2], h, w);
-            m += m2;
+            m = m.saturating_add(m2);
             c = c2;
         }
         (m, [c, h, w])

@@ -236,16 +236,6 @@ impl Block {
         }
     }
 
-    /// The branch of a block whose input is the concatenation of `parts` (dense
-    /// connectivity). Dense layers take the parts as they are, so that the memory-efficient
-    /// mode can recompute the concatenation; other blocks get it concatenated.
-    pub fn forward_parts(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
-        match self {
-            Block::DenseLayer(b) => b.forward_parts(parts),
-            _ => self.forward(Tensor::cat(parts, 1)).branch,
-        }
-    }
-
     /// The block's output activation f: ReLU after the sum for post-activation blocks, none
     /// for pre-activation ones.
     pub fn activation(&self) -> Activation {
@@ -271,29 +261,40 @@ impl Block {
     }
 }
 
-/// Multiply-accumulates of `conv` on an input of `h` x `w`, and its output size.
+/// Output channels of `conv`, read from the weight's shape without initialising it (Burn's
+/// parameters are lazy: reading the tensor would allocate it, and counting a model must not).
+pub fn out_channels(conv: &Conv2d) -> usize {
+    conv.weight.lazy_shape()[0]
+}
+
+/// Multiply-accumulates of `conv` on an input of `h` x `w` (saturating at `u64::MAX`), and
+/// its output size (from the weight's shape alone, see [`out_channels`]).
 pub fn conv_macs(conv: &Conv2d, h: usize, w: usize) -> (u64, usize, usize) {
-    let [out_c, in_per_group, kh, kw] = conv.weight.dims();
+    let [out_c, in_per_group, kh, kw] = conv.weight.lazy_shape().dims();
     let (pad_h, pad_w) = match conv.padding {
         burn::nn::PaddingConfig2d::Explicit(t, l, _, _) => (t, l),
         _ => (kh / 2, kw / 2),
     };
     let oh = (h + 2 * pad_h - kh) / conv.stride[0] + 1;
     let ow = (w + 2 * pad_w - kw) / conv.stride[1] + 1;
-    let macs = (oh * ow * out_c * in_per_group * kh * kw) as u64;
+    // Saturating, as every sum of these counts is: under the zoo's bounds one convolution
+    // fits (at most 4096^2 px · 2^17 · 2^17 · 9 < 2^62), a stage of them may not.
+    let macs = [oh, ow, out_c, in_per_group, kh, kw]
+        .iter()
+        .fold(1u64, |m, &d| m.saturating_mul(d as u64));
     (macs, oh, ow)
 }
 
 /// Chains [`conv_macs`] over convolutions applied in sequence.
 pub(crate) fn chain_macs(convs: &[&Conv2d], h: usize, w: usize) -> (u64, usize, usize, usize) {
-    let mut total = 0;
+    let mut total: u64 = 0;
     let (mut h, mut w, mut c) = (h, w, 0);
     for conv in convs {
         let (m, oh, ow) = conv_macs(conv, h, w);
-        total += m;
+        total = total.saturating_add(m);
         h = oh;
         w = ow;
-        c = conv.weight.dims()[0];
+        c = out_channels(conv);
     }
     (total, c, h, w)
 }

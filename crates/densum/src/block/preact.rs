@@ -66,7 +66,7 @@ impl PreActBasic {
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, c, oh, ow) = chain_macs(&[&self.conv1, &self.conv2], h, w);
         if let Some(p) = &self.downsample {
-            m += chain_macs(&[&p.conv], h, w).0;
+            m = m.saturating_add(chain_macs(&[&p.conv], h, w).0);
         }
         (m, [c, oh, ow])
     }
@@ -131,7 +131,7 @@ impl PreActBottleneck {
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, c, oh, ow) = chain_macs(&[&self.conv1, &self.conv2, &self.conv3], h, w);
         if let Some(p) = &self.downsample {
-            m += chain_macs(&[&p.conv], h, w).0;
+            m = m.saturating_add(chain_macs(&[&p.conv], h, w).0);
         }
         (m, [c, oh, ow])
     }

@@ -1,4 +1,4 @@
-//! Res2Net (Gao et al. 2019, spec 3.5): the bottleneck's 3x3 convolution becomes a hierarchy
+//! Res2Net (Gao et al. 2019): the bottleneck's 3x3 convolution becomes a hierarchy
 //! of s smaller 3x3 convolutions over s channel groups of width w, each group also reading the
 //! previous group's output, so one block sees several receptive-field sizes.
 //!
@@ -92,7 +92,9 @@ impl Res2Module {
 
     /// MACs of the group convolutions on an `h` x `w` input.
     pub fn macs(&self, h: usize, w: usize) -> u64 {
-        self.convs.iter().map(|c| conv_macs(c, h, w).0).sum()
+        self.convs
+            .iter()
+            .fold(0, |t, c| t.saturating_add(conv_macs(c, h, w).0))
     }
 }
 
@@ -169,12 +171,14 @@ impl Res2Bottleneck {
     pub fn macs(&self, [_, h, w]: [usize; 3]) -> (u64, [usize; 3]) {
         let (mut m, _, _, _) = chain_macs(&[&self.conv1], h, w);
         let stride = self.res2.convs.first().map_or(1, |c| c.stride[0]);
-        m += self.res2.macs(h, w);
+        m = m.saturating_add(self.res2.macs(h, w));
         let (oh, ow) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
         let (m3, c, _, _) = chain_macs(&[&self.conv3], oh, ow);
-        m += m3 + attention_macs(&self.se, &self.cbam, c, oh, ow);
+        m = m
+            .saturating_add(m3)
+            .saturating_add(attention_macs(&self.se, &self.cbam, c, oh, ow));
         if let Some(p) = &self.downsample {
-            m += chain_macs(&[&p.conv], h, w).0;
+            m = m.saturating_add(chain_macs(&[&p.conv], h, w).0);
         }
         (m, [c, oh, ow])
     }

@@ -1,8 +1,8 @@
-//! DelugeNet's cross-layer depthwise convolutions (Kuen et al. 2017, spec 3.6): the input of
+//! DelugeNet's cross-layer depthwise convolutions (Kuen et al. 2017): the input of
 //! composite layer l is, per channel c, `sum_i w^c_i h^c_i + b^c` over every earlier output of
 //! the stage, the stage input included — a 1x1 depthwise filter across the layer axis.
 //!
-//! In the stage loop's terms (spec section 1): with `H = [x, X_0, ..., X_l]`,
+//! In the stage loop's terms (see `connect/mod.rs`): with `H = [x, X_0, ..., X_l]`,
 //! `Y_l = sum_i W_l[i] ⊙ H_i + b_l`, and block l+1 reads Y_l; the stage's output is the last
 //! Y, which the next transition reads. Block 0 reads x itself (a combination of one input
 //! would only be a per-channel affine map).
@@ -13,6 +13,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
+
+use super::{Rule, lazy_param};
+use crate::block::{Activation, BlockOut};
 
 /// One combination `sum_i W[i] ⊙ H_i + b`.
 #[derive(Module, Debug)]
@@ -27,8 +30,10 @@ impl CrossLayer {
     /// A combination of `inputs` tensors of `channels` channels.
     pub fn new(inputs: usize, channels: usize, device: &Device) -> Self {
         CrossLayer {
-            weight: Param::from_tensor(Tensor::ones([inputs, channels], device)),
-            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            weight: lazy_param([inputs, channels], device, move |d| {
+                Tensor::ones([inputs, channels], d)
+            }),
+            bias: lazy_param([channels], device, move |d| Tensor::zeros([channels], d)),
         }
     }
 
@@ -62,9 +67,26 @@ impl Deluge {
                 .collect(),
         }
     }
+}
 
-    /// Y_l from the history `[x, X_0, ..., X_l]`.
-    pub(crate) fn aggregate(&self, l: usize, history: &[Tensor<4>]) -> Tensor<4> {
+/// The history is `H = [x, X_0, ..., X_l]`, the stage input and every branch so far.
+impl Rule for Deluge {
+    type History = Vec<Tensor<4>>;
+
+    fn first(&self, out: BlockOut, _f: Activation) -> (Tensor<4>, Vec<Tensor<4>>) {
+        let history = vec![out.shortcut, out.branch];
+        (self.deluge[0].forward(&history), history)
+    }
+
+    fn aggregate(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        _prev: Tensor<4>,
+        history: &mut Vec<Tensor<4>>,
+        _f: Activation,
+    ) -> Tensor<4> {
+        history.push(branch);
         self.deluge[l].forward(history)
     }
 }

@@ -1,4 +1,4 @@
-//! Dense weighted normalised shortcuts (DSNet, spec 3.3): block l of a stage adds to its
+//! Dense weighted normalised shortcuts (DSNet, Zhang et al.): block l of a stage adds to its
 //! branch a per-channel weighted sum of the normalised outputs of every earlier block,
 //! `Y_l = ReLU(X_l + sum_{i<l} W_{l,i} ⊙ N(Y_i))` (variant b) or `N(X_i)` (variant a).
 //!
@@ -13,7 +13,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::block::Activation;
+use super::{Rule, lazy_param};
+use crate::block::{Activation, BlockOut};
 use crate::nn::fast::dense_sum::{dense_sum, dense_sum_stats, fast_dense_sum_applies};
 use crate::nn::{FreeNorm, NormKind, apply_free_norm};
 
@@ -92,26 +93,26 @@ impl DsWeight {
         init: DsInit,
         device: &Device,
     ) -> Option<Self> {
-        let row = |i: usize| match init {
+        let row = move |i: usize| match init {
             DsInit::Ones => 1.0f32,
             DsInit::Last => (i + 1 == l) as u8 as f32,
         };
         match kind {
             DsWeightKind::None => None,
-            DsWeightKind::Channel => {
-                let data: Vec<f32> = (0..l)
-                    .flat_map(|i| std::iter::repeat_n(row(i), channels))
-                    .collect();
-                let t = Tensor::<1>::from_floats(data.as_slice(), device).reshape([l, channels]);
-                Some(DsWeight::Channel(Param::from_tensor(t)))
-            }
-            DsWeightKind::Scalar => {
+            DsWeightKind::Channel => Some(DsWeight::Channel(lazy_param(
+                [l, channels],
+                device,
+                move |d| {
+                    let data: Vec<f32> = (0..l)
+                        .flat_map(|i| std::iter::repeat_n(row(i), channels))
+                        .collect();
+                    Tensor::<1>::from_floats(data.as_slice(), d).reshape([l, channels])
+                },
+            ))),
+            DsWeightKind::Scalar => Some(DsWeight::Scalar(lazy_param([l], device, move |d| {
                 let data: Vec<f32> = (0..l).map(row).collect();
-                Some(DsWeight::Scalar(Param::from_tensor(Tensor::from_floats(
-                    data.as_slice(),
-                    device,
-                ))))
-            }
+                Tensor::from_floats(data.as_slice(), d)
+            }))),
         }
     }
 
@@ -221,7 +222,7 @@ impl DenseSum {
     /// Records output `i` of the stage: normalise once, keep for every later block.
     /// `y` is the aggregation Y_i, `x` the branch output X_i (variant a reads X_i, with
     /// X_0 := Y_0).
-    pub(crate) fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut DsHistory) {
+    fn record(&self, i: usize, y: &Tensor<4>, x: &Tensor<4>, history: &mut DsHistory) {
         let Some(norm) = self.ds_norm.get(i) else {
             return; // the last output is read by no later shortcut
         };
@@ -237,13 +238,7 @@ impl DenseSum {
 
     /// `f(X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i)`: one fused operation on Flex (see
     /// `nn/fast_dense_sum.rs`), Burn's composed operations otherwise.
-    pub(crate) fn aggregate(
-        &self,
-        l: usize,
-        branch: Tensor<4>,
-        history: &DsHistory,
-        f: Activation,
-    ) -> Tensor<4> {
+    fn sum(&self, l: usize, branch: Tensor<4>, history: &DsHistory, f: Activation) -> Tensor<4> {
         let entries = &history.entries[..l];
         let raw: Option<Vec<(&Tensor<4>, &Option<Tensor<3>>)>> = entries
             .iter()
@@ -291,6 +286,31 @@ impl DenseSum {
     }
 }
 
+/// Each output is recorded (normalised once) as soon as it is made.
+impl Rule for DenseSum {
+    type History = DsHistory;
+
+    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, DsHistory) {
+        let y = f.sum(out.branch.clone(), out.shortcut);
+        let mut history = DsHistory::default();
+        self.record(0, &y, &out.branch, &mut history);
+        (y, history)
+    }
+
+    fn aggregate(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        _prev: Tensor<4>,
+        history: &mut DsHistory,
+        f: Activation,
+    ) -> Tensor<4> {
+        let y = self.sum(l, branch.clone(), history, f);
+        self.record(l, &y, &branch, history);
+        y
+    }
+}
+
 /// DS2Net's inner shortcut over a stride-1 bottleneck's 3x3 convolution:
 /// `b = ReLU(BN(conv3x3(a)) + w ⊙ N(a))` (`layer{s}.{b}.inner_ds.weight`, shape `[C]`, or
 /// `[1]` with scalar weights).
@@ -311,7 +331,7 @@ impl InnerDs {
             DsWeightKind::None => None,
         };
         InnerDs {
-            weight: len.map(|n| Param::from_tensor(Tensor::ones([n], device))),
+            weight: len.map(|n| lazy_param([n], device, move |d| Tensor::ones([n], d))),
             norm: FreeNorm::new(cfg.norm, channels, gn_base, device),
         }
     }

@@ -1,4 +1,4 @@
-//! Nonlinear ReLU + GroupNorm shortcuts (RGSNet, spec 3.4). In the general residual form
+//! Nonlinear ReLU + GroupNorm shortcuts (RGSNet, Zhang et al., BMVC 2019). In the general residual form
 //! `y_l = h(x_l) + F(x_l)`, `x_{l+1} = f(y_l)`, RGSNet replaces the identity h with
 //! `RG(z) = GroupNorm(ReLU(z))` and drops the output ReLU f. The paper's ablations are other
 //! choices of h and f, all built here.
@@ -7,6 +7,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::Rule;
+use crate::block::{Activation, BlockOut};
 use crate::nn::{ShortcutNorm, relu};
 
 /// Which RG design a stage uses for its non-first blocks.
@@ -98,9 +100,26 @@ impl RgShortcuts {
             variant,
         }
     }
+}
 
-    /// Y_l from the branch X_l and the previous output Y_{l-1}. No output ReLU (f = identity).
-    pub(crate) fn aggregate(&self, l: usize, branch: Tensor<4>, prev: Tensor<4>) -> Tensor<4> {
+/// Block 0 keeps the residual rule with its projection; later blocks have no output ReLU
+/// (f = identity) whatever their kind.
+impl Rule for RgShortcuts {
+    type History = ();
+
+    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, ()) {
+        (f.sum(out.branch, out.shortcut), ())
+    }
+
+    /// Y_l from the branch X_l and the previous output Y_{l-1}.
+    fn aggregate(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        prev: Tensor<4>,
+        _history: &mut (),
+        _f: Activation,
+    ) -> Tensor<4> {
         let rg = &self.rg[l - 1];
         match self.variant {
             RgVariant::Res => prev.clone() + branch + rg.forward(prev),

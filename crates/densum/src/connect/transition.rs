@@ -9,7 +9,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::block::chain_macs;
+use crate::block::{chain_macs, out_channels};
 use crate::nn::{batch_norm, conv, relu};
 
 /// The form of a transition.
@@ -20,7 +20,7 @@ pub enum TransitionKind {
     /// (torchvision's `transition{n}.{norm,conv}`).
     DenseNet,
     /// DelugeNet: BN-ReLU, a strided depthwise 3x3 convolution (`dw`), then a conv1x1 to the
-    /// next stage's width (`conv`). The spec asks for strided 3x3 convolutions; a full 3x3
+    /// next stage's width (`conv`). The paper's transitions are strided 3x3 convolutions; a full 3x3
     /// from C to 2C channels would cost 9·C·2C parameters per transition, more than the
     /// papers' counts leave (6.7M at 16 and 10.0M at 24 layers per block differ by 3.3M, all
     /// of it composite layers, so the transitions may cost only about 0.1M): the depthwise
@@ -93,6 +93,11 @@ impl Transition {
             Some(p) => p.forward(x),
             None => x,
         }
+    }
+
+    /// Output channels (the stage's blocks read them).
+    pub fn out_channels(&self) -> usize {
+        out_channels(&self.conv)
     }
 
     /// MACs and output shape for an input of `[c, h, w]`.

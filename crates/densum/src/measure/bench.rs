@@ -4,14 +4,16 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::Serialize;
+use serde_json::json;
 
 use super::alloc;
-use super::cost;
+use super::{cost, group_digits};
+use crate::error::{DensumError, Result};
 use crate::net::Net;
+use crate::train::config::OptimConfig;
+use crate::train::sgd::Sgd;
 use crate::zoo::ModelSpec;
 
 /// What to measure.
@@ -37,6 +39,23 @@ pub struct BenchConfig {
     pub iters: usize,
     /// Train, infer or both.
     pub mode: BenchMode,
+    /// Settings of the timed update: densum's own [`Sgd`], as `densum train` runs it (the
+    /// training defaults, or a recipe's through [`crate::train::config::recipe_optimizer`]),
+    /// at the constant rate `optimizer.lr`.
+    pub optimizer: OptimConfig,
+}
+
+impl BenchConfig {
+    /// Checks that there is something to measure.
+    pub fn check(&self) -> Result<()> {
+        if self.batch == 0 || self.iters == 0 {
+            return Err(DensumError::Config(format!(
+                "batch and iters must be at least 1, got batch {} and iters {}",
+                self.batch, self.iters
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Median and spread of a series of measurements.
@@ -114,6 +133,8 @@ pub struct BenchResult {
     pub params: usize,
     /// Forward MACs per image.
     pub macs: u64,
+    /// The optimiser settings the training step was timed with.
+    pub optimizer: OptimConfig,
     /// Training step, if measured.
     pub train: Option<TrainCost>,
     /// Inference, if measured.
@@ -128,8 +149,10 @@ fn measured_peak(base: usize) -> Option<usize> {
     alloc::installed().then(|| alloc::peak().saturating_sub(base))
 }
 
-/// Measures `spec` as `cfg` says, on `device` (the CPU backend by default).
-pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> BenchResult {
+/// Measures `spec` as `cfg` says, on `device` (the CPU backend by default); a `cfg` that
+/// fails [`BenchConfig::check`] is an error before any work.
+pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> Result<BenchResult> {
+    cfg.check()?;
     let size = spec.input_size;
     let shape = [cfg.batch, 3, size, size];
     let c = cost(spec, &Net::new(&spec.config, device));
@@ -137,14 +160,15 @@ pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> BenchResul
         .then(|| bench_train(spec, cfg, shape, device));
     let infer = matches!(cfg.mode, BenchMode::Infer | BenchMode::Both)
         .then(|| bench_infer(spec, cfg, shape, device));
-    BenchResult {
+    Ok(BenchResult {
         model: spec.name.clone(),
         input: shape,
         params: c.params,
         macs: c.macs,
+        optimizer: cfg.optimizer,
         train,
         infer,
-    }
+    })
 }
 
 fn bench_train(
@@ -155,9 +179,8 @@ fn bench_train(
 ) -> TrainCost {
     let device = device.clone().autodiff();
     let mut net = Net::new(&spec.config, &device).train();
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-        .init();
+    // The optimiser `train::train` steps, so the figure is the update training pays for.
+    let mut sgd = Sgd::new(cfg.optimizer);
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let classes = spec.config.num_classes as i64;
     let labels: Vec<i64> = (0..shape[0] as i64).map(|i| i % classes).collect();
@@ -177,8 +200,7 @@ fn bench_train(
         let grads = loss.backward();
         let t_bwd = ms(t1);
         let t2 = Instant::now();
-        let grads = GradientsParams::from_grads(grads, &net);
-        net = optim.step(0.01, net, grads);
+        net = sgd.step(net, &grads, cfg.optimizer.lr);
         // Read one value so any deferred work finishes inside the measurement.
         let _ = net.fc.bias.as_ref().map(|b| b.val().into_data());
         let t_opt = ms(t2);
@@ -229,6 +251,164 @@ fn bench_infer(
         images_per_s: shape[0] as f64 / (forward_ms.median / 1e3),
         forward_ms,
         peak_bytes: alloc::installed().then_some(peak),
+    }
+}
+
+/// The figures of one result by name, in table order (`None`: not measured).
+pub fn figures(r: &BenchResult) -> Vec<(&'static str, Option<f64>)> {
+    let mb = |b: Option<usize>| b.map(|b| b as f64 / 1e6);
+    let t = r.train.as_ref();
+    let i = r.infer.as_ref();
+    vec![
+        ("params", Some(r.params as f64)),
+        ("macs", Some(r.macs as f64)),
+        ("train_step_ms", t.map(|t| t.step_ms.median)),
+        ("forward_ms", t.map(|t| t.forward_ms.median)),
+        ("backward_ms", t.map(|t| t.backward_ms.median)),
+        ("optimizer_ms", t.map(|t| t.optimizer_ms.median)),
+        ("train_images_per_s", t.map(|t| t.images_per_s)),
+        ("train_peak_mb", mb(t.and_then(|t| t.peak_bytes))),
+        ("activation_mb", mb(t.and_then(|t| t.activation_bytes))),
+        ("infer_ms", i.map(|i| i.forward_ms.median)),
+        ("infer_images_per_s", i.map(|i| i.images_per_s)),
+        ("infer_peak_mb", mb(i.and_then(|i| i.peak_bytes))),
+    ]
+}
+
+/// Results of several models side by side, every figure also as a ratio to the first model's
+/// (as the DSNet paper's Table 9 gives cost relative to ResNet-50).
+pub struct Comparison {
+    results: Vec<BenchResult>,
+    rows: Vec<Vec<(&'static str, Option<f64>)>>,
+}
+
+impl Comparison {
+    /// Compares `results`; the first is the reference. Refuses an empty list.
+    pub fn new(results: Vec<BenchResult>) -> Result<Self> {
+        if results.is_empty() {
+            return Err(DensumError::Config("no results to compare".into()));
+        }
+        let rows = results.iter().map(figures).collect();
+        Ok(Comparison { results, rows })
+    }
+
+    /// The results, in the order given.
+    pub fn results(&self) -> &[BenchResult] {
+        &self.results
+    }
+
+    /// Figure `i` of result `r` over the first result's (`None`: unmeasured or zero).
+    pub fn ratio(&self, r: usize, i: usize) -> Option<f64> {
+        match (self.rows[r][i].1, self.rows[0][i].1) {
+            (Some(v), Some(b)) if b != 0.0 => Some(v / b),
+            _ => None,
+        }
+    }
+
+    /// Every result as JSON, each with `ratio_to_first` by figure name.
+    pub fn to_json(&self) -> serde_json::Value {
+        let list: Vec<_> = self
+            .results
+            .iter()
+            .enumerate()
+            .map(|(r, result)| {
+                let mut v = serde_json::to_value(result).expect("serialisable");
+                let ratios: serde_json::Map<String, serde_json::Value> = self.rows[r]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.to_string(), json!(self.ratio(r, i))))
+                    .collect();
+                v["ratio_to_first"] = serde_json::Value::Object(ratios);
+                v
+            })
+            .collect();
+        serde_json::Value::Array(list)
+    }
+
+    /// CSV: `model`, every figure, then every figure's ratio (`NAME_ratio`); one line per
+    /// result, each ending in a newline.
+    pub fn to_csv(&self) -> String {
+        let header: Vec<&str> = self.rows[0].iter().map(|(k, _)| *k).collect();
+        let ratio_header: Vec<String> = header.iter().map(|k| format!("{k}_ratio")).collect();
+        let mut out = format!("model,{},{}\n", header.join(","), ratio_header.join(","));
+        for (r, (result, row)) in self.results.iter().zip(&self.rows).enumerate() {
+            let vals: Vec<String> = row
+                .iter()
+                .map(|(_, v)| v.map(|x| format!("{x}")).unwrap_or_default())
+                .collect();
+            let ratios: Vec<String> = (0..row.len())
+                .map(|i| {
+                    self.ratio(r, i)
+                        .map(|x| format!("{x:.4}"))
+                        .unwrap_or_default()
+                })
+                .collect();
+            out.push_str(&format!(
+                "{},{},{}\n",
+                result.model,
+                vals.join(","),
+                ratios.join(",")
+            ));
+        }
+        out
+    }
+
+    /// The human-readable table (`cfg`: how the results were measured), newline-terminated.
+    pub fn to_text(&self, cfg: &BenchConfig) -> String {
+        let first = &self.results[0];
+        let mut out = format!(
+            "input {:?}, {} warm-up + {} measured iterations; median [min, max]; (x) = ratio to {}\n",
+            first.input, cfg.warmup, cfg.iters, first.model
+        );
+        for (r, (result, row)) in self.results.iter().zip(&self.rows).enumerate() {
+            let show = |k: &str, unit: &str| match row.iter().position(|(n, _)| *n == k) {
+                Some(i) => match row[i].1 {
+                    Some(v) => format!(
+                        "{v:.1}{unit} ({:.2}x)",
+                        self.ratio(r, i).unwrap_or(f64::NAN)
+                    ),
+                    None => "-".into(),
+                },
+                None => "-".into(),
+            };
+            out.push_str(&format!("{}\n", result.model));
+            out.push_str(&format!(
+                "  params {} ({:.2}x), MACs {} ({:.2}x)\n",
+                group_digits(result.params as u64),
+                result.params as f64 / first.params as f64,
+                group_digits(result.macs),
+                result.macs as f64 / first.macs.max(1) as f64
+            ));
+            if let Some(t) = &result.train {
+                out.push_str(&format!(
+                    "  train step {:.1} ms [{:.1}, {:.1}] = forward {:.1} + backward {:.1} + optimiser {:.1}; {}\n",
+                    t.step_ms.median,
+                    t.step_ms.min,
+                    t.step_ms.max,
+                    t.forward_ms.median,
+                    t.backward_ms.median,
+                    t.optimizer_ms.median,
+                    show("train_images_per_s", " img/s")
+                ));
+                out.push_str(&format!(
+                    "  train time {}, peak memory {}, activations {}\n",
+                    show("train_step_ms", " ms"),
+                    show("train_peak_mb", " MB"),
+                    show("activation_mb", " MB")
+                ));
+            }
+            if let Some(t) = &result.infer {
+                out.push_str(&format!(
+                    "  inference {:.1} ms [{:.1}, {:.1}]; {}, peak memory {}\n",
+                    t.forward_ms.median,
+                    t.forward_ms.min,
+                    t.forward_ms.max,
+                    show("infer_images_per_s", " img/s"),
+                    show("infer_peak_mb", " MB")
+                ));
+            }
+        }
+        out
     }
 }
 

@@ -52,6 +52,28 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     v
 }
 
+/// The weights `densum eval --run` uses: those of the run's best checkpoint (lowest
+/// validation error, as the last checkpoint's state records it) when it is still kept, else
+/// those of the last checkpoint.
+pub fn best_or_last(run: &Path) -> Result<PathBuf> {
+    let all = list(&run.join("checkpoints"));
+    let Some((_, last)) = all.last() else {
+        return Err(DensumError::Config(format!(
+            "{} has no checkpoint",
+            run.display()
+        )));
+    };
+    let state_path = last.join("state.json");
+    let text = std::fs::read(&state_path).map_err(|e| DensumError::io(&state_path, e))?;
+    let state: TrainState = serde_json::from_slice(&text)
+        .map_err(|e| DensumError::Config(format!("{}: {e}", state_path.display())))?;
+    let pick = state
+        .best
+        .and_then(|(_, it)| all.iter().find(|(i, _)| *i == it))
+        .map_or(last, |(_, p)| p);
+    Ok(pick.join("model.safetensors"))
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

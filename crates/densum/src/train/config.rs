@@ -1,7 +1,9 @@
-//! A training run's configuration: defaults, then a named recipe (spec section 4), then a
-//! TOML file, then command-line flags, each overriding the one before. Unknown keys are
-//! errors, so a typo never silently falls back to a default.
+//! A training run's configuration: defaults, then a named recipe (`configs/recipes/`, each
+//! file citing the paper whose recipe it is), then a TOML file, then command-line flags, each
+//! overriding the one before. Unknown keys are errors, so a typo never silently falls back
+//! to a default.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -80,7 +82,7 @@ impl Default for DataConfig {
 
 /// SGD with momentum, as PyTorch defines it (no dampening; weight decay added to the
 /// gradient before momentum).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
     /// Learning rate (per `lr_reference_batch` images when that is set).
@@ -246,6 +248,116 @@ fn invalid(message: impl Into<String>) -> DensumError {
     DensumError::Config(message.into())
 }
 
+/// Whether the lower end of a range in [`number`] belongs to it (the upper end never does,
+/// except for infinity, which is refused anyway).
+#[derive(Clone, Copy)]
+enum Bound {
+    /// `[low, high)`.
+    Closed,
+    /// `(low, high)`.
+    Open,
+}
+
+/// Checks that the option `key` is a finite number in the range; NaN and infinities fail
+/// every comparison-based check silently, so they are named here.
+fn number(key: &str, v: f64, low: f64, high: f64, bound: Bound) -> Result<()> {
+    let above = match bound {
+        Bound::Closed => v >= low,
+        Bound::Open => v > low,
+    };
+    if v.is_finite() && above && v < high {
+        return Ok(());
+    }
+    let open = if matches!(bound, Bound::Closed) {
+        '['
+    } else {
+        '('
+    };
+    let range = if high.is_infinite() {
+        format!("{open}{low}, inf)")
+    } else {
+        format!("{open}{low}, {high})")
+    };
+    Err(invalid(format!(
+        "{key} must be a finite number in {range}, got {v}"
+    )))
+}
+
+/// Keys that do not change what a run computes: where it is written, and how fast the data
+/// arrives (the loader's batches do not depend on its thread count or on caching).
+pub const NEUTRAL_KEYS: &[&str] = &["run_dir", "data.workers", "data.cache"];
+
+/// Every key of `cfg` that can change its result, dotted (`optimizer.lr`), with its value
+/// as TOML text, sorted by key. Arrays are one value.
+pub fn result_keys(cfg: &TrainConfig) -> BTreeMap<String, String> {
+    fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            v => {
+                out.insert(prefix.to_string(), v.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let value = toml::Value::try_from(cfg).expect("a configuration serialises to TOML");
+    flatten("", &value, &mut out);
+    out.retain(|k, _| !NEUTRAL_KEYS.contains(&k.as_str()));
+    out
+}
+
+/// How `recorded` (a run's `config.toml`) and `given` differ in keys that change the result:
+/// one `key (recorded X, now Y)` per key, empty when they agree.
+pub fn differences(recorded: &TrainConfig, given: &TrainConfig) -> Vec<String> {
+    let (a, b) = (result_keys(recorded), result_keys(given));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "unset".into());
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k} (recorded {}, now {})", show(a.get(k)), show(b.get(k))))
+        .collect()
+}
+
+/// Reads the configuration a run recorded in `dir/config.toml`, `None` when there is none.
+/// It is not checked (its data path may have moved since): it is only compared.
+pub fn read_recorded(dir: &Path) -> Result<Option<TrainConfig>> {
+    let path = dir.join("config.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(DensumError::io(&path, e)),
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| invalid(format!("{}: {}", path.display(), e.message())))
+}
+
+/// Refuses to continue the run in `dir` with `given` when the configuration it recorded
+/// differs in a key that changes the result (a resumed or reused run would mix two
+/// experiments). A folder without `config.toml` passes.
+pub fn check_recorded(dir: &Path, given: &TrainConfig) -> Result<()> {
+    let Some(recorded) = read_recorded(dir)? else {
+        return Ok(());
+    };
+    let diff = differences(&recorded, given);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "{} holds a run of another configuration; its config.toml differs in {}",
+        dir.display(),
+        diff.join(", ")
+    )))
+}
+
 /// Deep-merges `overlay` into `base` (tables merge key by key; anything else replaces).
 pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
     for (k, v) in overlay {
@@ -273,6 +385,21 @@ pub fn recipe(name: &str) -> Result<toml::Table> {
         })?;
     text.parse::<toml::Table>()
         .map_err(|e| invalid(format!("recipe `{name}`: {e}")))
+}
+
+/// The optimiser settings of a named recipe over the defaults (what `densum train --recipe`
+/// would use), e.g. for timing the same update in `densum bench`.
+pub fn recipe_optimizer(name: &str) -> Result<OptimConfig> {
+    let mut table = match toml::Value::try_from(OptimConfig::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => unreachable!("OptimConfig serialises to a table"),
+    };
+    if let Some(toml::Value::Table(o)) = recipe(name)?.remove("optimizer") {
+        merge(&mut table, o);
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(format!("recipe `{name}`: {}", e.message())))
 }
 
 /// Reads a TOML config file as a table.
@@ -319,20 +446,28 @@ impl TrainConfig {
             ));
         }
         let o = &self.optimizer;
-        if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(invalid(format!(
-                "optimizer.lr must be positive, got {}",
-                o.lr
-            )));
+        number("optimizer.lr", o.lr, 0.0, f64::INFINITY, Bound::Open)?;
+        if o.lr_reference_batch == Some(0) {
+            return Err(invalid("optimizer.lr_reference_batch must be at least 1"));
         }
-        if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 {
-            return Err(invalid(
-                "optimizer.momentum must be in [0, 1) and weight_decay >= 0",
-            ));
+        number("optimizer.momentum", o.momentum, 0.0, 1.0, Bound::Closed)?;
+        number(
+            "optimizer.weight_decay",
+            o.weight_decay,
+            0.0,
+            f64::INFINITY,
+            Bound::Closed,
+        )?;
+        if let Some(clip) = o.grad_clip {
+            number("optimizer.grad_clip", clip, 0.0, f64::INFINITY, Bound::Open)?;
         }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(invalid("label_smoothing must be in [0, 1)"));
-        }
+        number(
+            "label_smoothing",
+            self.label_smoothing,
+            0.0,
+            1.0,
+            Bound::Closed,
+        )?;
         if self.keep_last == 0 {
             return Err(invalid("keep_last must be at least 1"));
         }
@@ -340,14 +475,30 @@ impl TrainConfig {
             return Err(invalid("log_every must be at least 1"));
         }
         let s = &self.schedule;
-        if !(s.gamma > 0.0 && s.gamma <= 1.0) {
+        if !(s.gamma.is_finite() && s.gamma > 0.0 && s.gamma <= 1.0) {
             return Err(invalid(format!(
                 "schedule.gamma must be in (0, 1], got {}",
                 s.gamma
             )));
         }
-        if s.kind == ScheduleKind::Step && s.step_size <= 0.0 {
-            return Err(invalid("schedule.step_size must be positive"));
+        if s.kind == ScheduleKind::Step {
+            number(
+                "schedule.step_size",
+                s.step_size,
+                0.0,
+                f64::INFINITY,
+                Bound::Open,
+            )?;
+        }
+        number(
+            "schedule.min_lr",
+            s.min_lr,
+            0.0,
+            f64::INFINITY,
+            Bound::Closed,
+        )?;
+        for &m in &s.milestones {
+            number("schedule.milestones", m, 0.0, f64::INFINITY, Bound::Closed)?;
         }
         if s.kind == ScheduleKind::Plateau && self.data.val.is_empty() {
             return Err(invalid(
@@ -425,6 +576,73 @@ mod tests {
                 .to_string()
                 .contains("/no/such/dir")
         );
+    }
+
+    /// A valid base configuration with `overlay` merged in, resolved.
+    fn with(overlay: toml::Table) -> Result<TrainConfig> {
+        let mut t = toml::toml! { model = "resnet20" data = { path = "." } };
+        merge(&mut t, overlay);
+        resolve(vec![t])
+    }
+
+    #[test]
+    fn nan_infinite_and_negative_numbers_are_refused_by_name() {
+        let cases = [
+            ("optimizer.weight_decay", "optimizer.weight_decay = nan"),
+            ("optimizer.weight_decay", "optimizer.weight_decay = -1e-4"),
+            ("optimizer.weight_decay", "optimizer.weight_decay = inf"),
+            ("optimizer.grad_clip", "optimizer.grad_clip = -1.0"),
+            ("optimizer.grad_clip", "optimizer.grad_clip = 0.0"),
+            ("optimizer.grad_clip", "optimizer.grad_clip = nan"),
+            ("optimizer.lr", "optimizer.lr = nan"),
+            ("optimizer.lr", "optimizer.lr = inf"),
+            ("optimizer.lr", "optimizer.lr = -0.1"),
+            ("optimizer.momentum", "optimizer.momentum = nan"),
+            ("optimizer.momentum", "optimizer.momentum = -0.5"),
+            (
+                "optimizer.lr_reference_batch",
+                "optimizer.lr_reference_batch = 0",
+            ),
+            ("label_smoothing", "label_smoothing = nan"),
+            ("label_smoothing", "label_smoothing = -0.1"),
+            ("schedule.gamma", "schedule.gamma = nan"),
+            (
+                "schedule.step_size",
+                "schedule.kind = \"step\"\nschedule.step_size = nan",
+            ),
+            ("schedule.min_lr", "schedule.min_lr = nan"),
+            ("schedule.min_lr", "schedule.min_lr = -1.0"),
+            ("schedule.milestones", "schedule.milestones = [0.5, nan]"),
+        ];
+        for (key, text) in cases {
+            let overlay: toml::Table = text.parse().unwrap();
+            let e = with(overlay).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok =
+            toml::toml! { optimizer = { weight_decay = 0.0, grad_clip = 5.0, momentum = 0.0 } };
+        with(ok).unwrap();
+    }
+
+    #[test]
+    fn differences_name_the_keys_that_change_the_result() {
+        let a = with(toml::Table::new()).unwrap();
+        let mut b = a.clone();
+        b.data.path = "/elsewhere".into();
+        b.options.width = Some(0.5);
+        b.run_dir = Some("runs/other".into());
+        b.data.workers = 7;
+        let d = differences(&a, &b);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d[0].starts_with("data.path (recorded \".\", now \"/elsewhere\")"),
+            "{d:?}"
+        );
+        assert!(
+            d[1].starts_with("options.width (recorded unset, now 0.5)"),
+            "{d:?}"
+        );
+        assert!(differences(&a, &a).is_empty());
     }
 
     #[test]

@@ -330,24 +330,14 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
     let device = plain.clone().autodiff();
     plain.seed(cfg.seed);
     let mut net = Net::new(&spec.config, &device).train();
-    let mut sgd = Sgd::new(cfg.optimizer.clone());
+    let mut sgd = Sgd::new(cfg.optimizer);
     let mut state = TrainState::default();
     let config_text =
         toml::to_string_pretty(cfg).map_err(|e| DensumError::Config(e.to_string()))?;
     let metrics = match (&last, opts.resume) {
         (Some((_, path)), true) => {
-            let saved = run_dir.join("config.toml");
-            if let Ok(text) = std::fs::read_to_string(&saved)
-                && let Ok(old) = toml::from_str::<TrainConfig>(&text)
-                && old.model != cfg.model
-            {
-                return Err(DensumError::Config(format!(
-                    "{} is a run of `{}`, not `{}`",
-                    run_dir.display(),
-                    old.model,
-                    cfg.model
-                )));
-            }
+            // A resumed run continues the recorded experiment or none.
+            config::check_recorded(&run_dir, cfg)?;
             // Loaded tensors are plain values: `train()` marks them trainable again.
             net = weights::load(net, &spec.name, &path.join("model.safetensors"), &device)?.train();
             let (_, momentum) = weights::read_tensors(&path.join("optimizer.safetensors"))?;
@@ -427,7 +417,7 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
                     let lead = Worker {
                         device: device.clone(),
                         model: net,
-                        sgd: std::mem::replace(&mut session.sgd, Sgd::new(cfg.optimizer.clone())),
+                        sgd: std::mem::replace(&mut session.sgd, Sgd::new(cfg.optimizer)),
                     };
                     let mut all = vec![lead];
                     all.append(&mut replicas);

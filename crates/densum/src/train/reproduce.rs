@@ -1,8 +1,15 @@
-//! `densum reproduce`: the experiments behind the seed papers' tables (spec section 5), at a
-//! chosen scale, written as a markdown table of measured error beside the paper's.
+//! `densum reproduce`: the experiments behind the seed papers' tables (DSNet Table 3 and its
+//! ablation, RGSNet Table 3, DenseNet's C10+ rows of its Table 2), at a chosen scale, written
+//! as a markdown table of measured error beside the paper's.
+//!
+//! Each run folder is keyed by everything that changes its result: the readable part names
+//! model, options, dataset and seed, and a hash of the whole resolved configuration (recipe,
+//! scale, data path included) follows, so a table on CIFAR-100 never reuses a CIFAR-10 run.
+//! A folder whose recorded `config.toml` differs anyway (edited by hand, an older layout) is
+//! refused, never reused or resumed.
 //!
 //! Scales:
-//! - `full`: the paper's recipe on the whole dataset (a GPU job).
+//! - `full`: the paper's recipe on the whole dataset, as long as the paper's runs.
 //! - `small`: the paper's recipe shortened to 30 epochs (cosine), whole dataset.
 //! - `tiny`: a few minutes per run on a busy 2-core CPU: 1,000 training images (100 per
 //!   class, stratified) and 500 validation images carved from the training split, the
@@ -18,6 +25,7 @@ use serde::Serialize;
 use super::config::{self, TrainConfig};
 use super::{RunOptions, train};
 use crate::error::{DensumError, Result};
+use crate::zoo::Dataset;
 
 /// One row of a table: a model (with options) and the paper's error.
 #[derive(Clone, Debug, Serialize)]
@@ -41,6 +49,8 @@ pub struct Table {
     pub title: &'static str,
     /// The paper's dataset and width.
     pub setting: &'static str,
+    /// The dataset of the paper's rows: the default of [`ReproduceOptions::dataset`].
+    pub dataset: Dataset,
     /// The paper's recipe (for `full` and `small`).
     pub recipe: &'static str,
     /// Width multiplier of the paper's setting.
@@ -65,6 +75,7 @@ pub fn tables() -> Vec<Table> {
             name: "dsnet-depth",
             title: "DSNet Table 3: ResNet / DSNet / DS2Net by depth",
             setting: "CIFAR-100, width 0.25",
+            dataset: Dataset::Cifar100,
             recipe: "dsnet-cifar",
             width: 0.25,
             rows: vec![
@@ -86,6 +97,7 @@ pub fn tables() -> Vec<Table> {
             name: "dsnet-ablation",
             title: "DSNet ablation: shortcut normalisation and weights",
             setting: "CIFAR-100, ResNet-50 at width 0.25",
+            dataset: Dataset::Cifar100,
             recipe: "dsnet-cifar",
             width: 0.25,
             rows: vec![
@@ -103,6 +115,7 @@ pub fn tables() -> Vec<Table> {
             name: "rgsnet",
             title: "RGSNet Table 3: shortcut designs on ResNet-50",
             setting: "CIFAR-100, ResNet-50 at width 0.25",
+            dataset: Dataset::Cifar100,
             recipe: "rgsnet-cifar",
             width: 0.25,
             rows: vec![
@@ -116,6 +129,7 @@ pub fn tables() -> Vec<Table> {
             name: "densenet-cifar",
             title: "DenseNet CIFAR rows (C10+)",
             setting: "CIFAR-10 with crop + flip",
+            dataset: Dataset::Cifar10,
             recipe: "densenet-cifar",
             width: 1.0,
             rows: vec![
@@ -139,6 +153,15 @@ pub enum Scale {
 }
 
 impl Scale {
+    /// `tiny`, `small` or `full`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Tiny => "tiny",
+            Scale::Small => "small",
+            Scale::Full => "full",
+        }
+    }
+
     /// Parses `tiny`, `small` or `full`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
@@ -161,8 +184,9 @@ pub struct ReproduceOptions {
     pub scale: Scale,
     /// Dataset path.
     pub data: PathBuf,
-    /// `cifar10` or `cifar100`: the model's dataset conventions.
-    pub dataset: String,
+    /// CIFAR-10 or CIFAR-100: the models' dataset conventions (classes, normalisation);
+    /// `None`: the dataset of the table's paper rows ([`Table::dataset`]).
+    pub dataset: Option<Dataset>,
     /// Seeds.
     pub seeds: Vec<u64>,
     /// Only rows whose model name contains one of these (all when empty).
@@ -203,41 +227,75 @@ pub struct Measured {
     pub runs: Vec<PathBuf>,
 }
 
-/// The configuration of one row and seed.
+/// The dataset the rows of `table` are trained on with `opts`: the one asked for, else the
+/// paper's; only the CIFAR sets have these tables.
+pub fn dataset(table: &Table, opts: &ReproduceOptions) -> Result<Dataset> {
+    match opts.dataset.unwrap_or(table.dataset) {
+        d @ (Dataset::Cifar10 | Dataset::Cifar100) => Ok(d),
+        d => Err(DensumError::Config(format!(
+            "table {}: dataset {} has no such table; use cifar10 or cifar100",
+            table.name,
+            d.name()
+        ))),
+    }
+}
+
+/// The configuration of one row and seed, with its run folder (see the module notes).
 pub fn row_config(
     table: &Table,
     row: &Row,
     opts: &ReproduceOptions,
     seed: u64,
 ) -> Result<TrainConfig> {
+    let dataset = dataset(table, opts)?;
     let mut recipe = config::recipe(table.recipe)?;
     if opts.scale != Scale::Full {
         // Shortened scales count epochs; the recipe's iteration count would override them.
         recipe.remove("iterations");
     }
     let mut layers = vec![recipe, scale_layer(opts.scale)];
-    let run_dir = opts
-        .runs
-        .join(format!(
-            "{}-{}",
-            table.name,
-            serde_json::to_value(opts.scale)
-                .unwrap()
-                .as_str()
-                .unwrap_or("x")
-        ))
-        .join(format!("{}{}-seed{seed}", row.model, slug(row.options)));
     let extra: toml::Table = format!(
         "model = \"{}\"\nseed = {seed}\n[options]\ndataset = \"{}\"\nwidth = {}\n{}\n",
-        row.model, opts.dataset, table.width, row.options
+        row.model,
+        dataset.name(),
+        table.width,
+        row.options
     )
     .parse()
     .map_err(|e| DensumError::Config(format!("row {}: {e}", row.label)))?;
     layers.push(extra);
+    // The same data reached through another relative path is the same run.
+    let data = std::fs::canonicalize(&opts.data).unwrap_or_else(|_| opts.data.clone());
     let mut paths = toml::Table::new();
-    config::set_paths(&mut paths, &opts.data, &run_dir);
+    config::set_paths(&mut paths, &data, Path::new(""));
     layers.push(paths);
-    config::resolve(layers)
+    let mut cfg = config::resolve(layers)?;
+    let name = format!(
+        "{}{}-{}-seed{seed}-{:012x}",
+        row.model,
+        slug(row.options),
+        dataset.name(),
+        key_hash(&cfg)
+    );
+    cfg.run_dir = Some(
+        opts.runs
+            .join(format!("{}-{}", table.name, opts.scale.name()))
+            .join(name),
+    );
+    Ok(cfg)
+}
+
+/// A stable 48-bit hash (FNV-1a) of every key of `cfg` that changes its result
+/// ([`config::result_keys`]): equal configurations give equal hashes in every process.
+pub fn key_hash(cfg: &TrainConfig) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in config::result_keys(cfg) {
+        for b in k.bytes().chain([b'=']).chain(v.bytes()).chain([b'\n']) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h >> 16
 }
 
 fn slug(options: &str) -> String {
@@ -278,6 +336,17 @@ pub fn reproduce(opts: &ReproduceOptions, quiet: bool) -> Result<Vec<Measured>> 
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
+    // A folder of another configuration stops the reproduction before any run starts.
+    for cfg in configs.iter().flatten() {
+        let dir = cfg.run_dir();
+        config::check_recorded(&dir, cfg)?;
+        if dir.join("summary.json").exists() && config::read_recorded(&dir)?.is_none() {
+            return Err(DensumError::Config(format!(
+                "{} holds a finished run without config.toml: which configuration made it is unknown; move it away",
+                dir.display()
+            )));
+        }
+    }
     let mut measured = Vec::new();
     for (row, cfgs) in rows.into_iter().zip(configs) {
         let mut m = Measured {
@@ -342,13 +411,10 @@ fn write_markdown(table: &Table, opts: &ReproduceOptions, measured: &[Measured])
     let mut md = format!(
         "# {} ({} scale)\n\nPaper: {}. Measured here: `{}` ({}), best validation top-1 error per seed.\n\n",
         table.title,
-        serde_json::to_value(opts.scale)
-            .unwrap()
-            .as_str()
-            .unwrap_or(""),
+        opts.scale.name(),
         table.setting,
         opts.data.display(),
-        opts.dataset
+        dataset(table, opts)?.name()
     );
     md.push_str("| model | paper error % | measured error % (per seed) | mean ± std | runs |\n|---|---|---|---|---|\n");
     for m in measured {
@@ -386,7 +452,7 @@ mod tests {
                     table: table.name.into(),
                     scale,
                     data: ".".into(),
-                    dataset: "cifar100".into(),
+                    dataset: None,
                     seeds: vec![0],
                     only: vec![],
                     runs: "runs".into(),
@@ -399,6 +465,119 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn options(table: &str, dataset: Option<Dataset>, data: &str, runs: &Path) -> ReproduceOptions {
+        ReproduceOptions {
+            table: table.into(),
+            scale: Scale::Tiny,
+            data: data.into(),
+            dataset,
+            seeds: vec![0],
+            only: vec![],
+            runs: runs.into(),
+            out: runs.join("table.md"),
+        }
+    }
+
+    fn table(name: &str) -> Table {
+        tables().into_iter().find(|t| t.name == name).unwrap()
+    }
+
+    #[test]
+    fn run_folders_differ_in_every_input_that_changes_the_result() {
+        let t = table("dsnet-depth");
+        let row = &t.rows[0];
+        let runs = Path::new("runs");
+        let dir = |o: &ReproduceOptions, seed| row_config(&t, row, o, seed).unwrap().run_dir();
+        let base = options("dsnet-depth", None, ".", runs);
+        let c10 = options("dsnet-depth", Some(Dataset::Cifar10), ".", runs);
+        let c100 = options("dsnet-depth", Some(Dataset::Cifar100), ".", runs);
+        // Unit tests run in the crate folder: `src` is another existing data path.
+        let other_data = options("dsnet-depth", None, "src", runs);
+        let small = ReproduceOptions {
+            scale: Scale::Small,
+            ..base.clone()
+        };
+        let dirs = [
+            dir(&c10, 0),
+            dir(&c100, 0),
+            dir(&other_data, 0),
+            dir(&small, 0),
+            dir(&base, 1),
+        ];
+        for (i, a) in dirs.iter().enumerate() {
+            for b in &dirs[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // The paper's dataset is the default; the same inputs give the same folder.
+        assert_eq!(dir(&base, 0), dir(&c100, 0));
+        assert_eq!(
+            dir(&base, 0),
+            dir(&options("dsnet-depth", None, "./", runs), 0)
+        );
+        let name = dir(&c10, 0)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with("resnet26-cifar10-seed0-"), "{name}");
+        // The DenseNet table's rows are CIFAR-10 (C10+) rows.
+        let d = table("densenet-cifar");
+        let cfg = row_config(
+            &d,
+            &d.rows[0],
+            &options("densenet-cifar", None, ".", runs),
+            0,
+        )
+        .unwrap();
+        assert_eq!(cfg.options.dataset, Some(Dataset::Cifar10));
+        assert!(
+            dataset(
+                &d,
+                &options("densenet-cifar", Some(Dataset::Svhn), ".", runs)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_finished_run_is_reused_only_when_its_recorded_config_matches() {
+        let runs = std::env::temp_dir().join(format!("densum-reproduce-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&runs);
+        let mut opts = options("rgsnet", None, ".", &runs);
+        opts.only = vec!["resrgsnet50".into()];
+        let t = table("rgsnet");
+        let row = t.rows.iter().find(|r| r.model == "resrgsnet50").unwrap();
+        let cfg = row_config(&t, row, &opts, 0).unwrap();
+        let dir = cfg.run_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let summary = r#"{"best_top1_error": [12.5, 30]}"#;
+        std::fs::write(dir.join("summary.json"), summary).unwrap();
+        // A finished run without its configuration is not trusted.
+        let e = reproduce(&opts, true).unwrap_err().to_string();
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        // The recorded configuration matches: reused, no training.
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        std::fs::write(dir.join("config.toml"), &text).unwrap();
+        let m = reproduce(&opts, true).unwrap();
+        assert_eq!(m[0].errors, vec![12.5]);
+        assert!(
+            std::fs::read_to_string(&opts.out)
+                .unwrap()
+                .contains("12.50")
+        );
+        // Another dataset and recipe value under the same folder: refused, naming both.
+        let mut other = cfg.clone();
+        other.options.dataset = Some(Dataset::Cifar10);
+        other.epochs += 1;
+        let text = toml::to_string_pretty(&other).unwrap();
+        std::fs::write(dir.join("config.toml"), &text).unwrap();
+        let e = reproduce(&opts, true).unwrap_err().to_string();
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        assert!(e.contains("options.dataset") && e.contains("epochs"), "{e}");
+        let _ = std::fs::remove_dir_all(&runs);
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl Sgd {
     /// replica's optimiser).
     pub fn fork(&self, device: &burn::tensor::Device) -> Self {
         Sgd {
-            cfg: self.cfg.clone(),
+            cfg: self.cfg,
             momentum: self
                 .momentum
                 .iter()

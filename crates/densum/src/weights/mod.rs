@@ -1,5 +1,6 @@
-//! Weight files: safetensors with the spec's tensor names (section 6) and the model's name
-//! and options in the metadata, so a file alone says what it holds.
+//! Weight files: safetensors with torchvision's and timm's tensor names where those libraries
+//! have the model (the scheme is in [`names`]), and the model's name and options in the
+//! metadata, so a file alone says what it holds.
 
 pub mod names;
 
@@ -24,7 +25,7 @@ pub const RESERVED_PREFIX: &str = "__";
 /// One named tensor as stored in a file (PyTorch layout).
 #[derive(Clone, Debug)]
 pub struct NamedTensor {
-    /// Spec name.
+    /// Name in the file ([`names`]).
     pub name: String,
     /// Shape in the file.
     pub shape: Vec<usize>,
@@ -257,7 +258,12 @@ pub type TensorMap = HashMap<String, (Vec<usize>, Vec<f32>)>;
 pub fn read_tensors(path: &Path) -> Result<(FileInfo, TensorMap)> {
     let bytes = std::fs::read(path).map_err(|e| DensumError::io(path, e))?;
     let info = info_from_bytes(path, &bytes)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
+    Ok((info, tensors_from_bytes(path, &bytes)?))
+}
+
+/// Decodes every tensor of a safetensors file's bytes (see [`read_tensors`]).
+fn tensors_from_bytes(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| DensumError::weights(path, format!("not a valid safetensors file: {e}")))?;
     let mut map = HashMap::new();
     for (name, view) in st.tensors() {
@@ -287,7 +293,7 @@ pub fn read_tensors(path: &Path) -> Result<(FileInfo, TensorMap)> {
         };
         map.insert(name, (view.shape().to_vec(), values));
     }
-    Ok((info, map))
+    Ok(map)
 }
 
 fn half_to_f32(h: u16) -> f32 {
@@ -412,9 +418,10 @@ pub fn load_tensors<M: Module>(
 }
 
 /// Loads a weight file into `net`, built as `model`. A file whose metadata names another
-/// model is refused before any tensor is read.
+/// model is refused from its header, before any tensor is decoded (the file is read whole).
 pub fn load(net: Net, model: &str, path: &Path, device: &Device) -> Result<Net> {
-    let (info, tensors) = read_tensors(path)?;
+    let bytes = std::fs::read(path).map_err(|e| DensumError::io(path, e))?;
+    let info = info_from_bytes(path, &bytes)?;
     if let Some(m) = &info.model
         && m != model
     {
@@ -423,5 +430,5 @@ pub fn load(net: Net, model: &str, path: &Path, device: &Device) -> Result<Net> 
             format!("the file holds model `{m}`, not `{model}`"),
         ));
     }
-    load_tensors(net, &tensors, path, device)
+    load_tensors(net, &tensors_from_bytes(path, &bytes)?, path, device)
 }

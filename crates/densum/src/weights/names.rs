@@ -1,4 +1,4 @@
-//! Tensor names (spec section 6): from the path of a parameter in densum's module tree to
+//! Tensor names (README, "Weight files"): from the path of a parameter in densum's module tree to
 //! the name it has in a weight file (torchvision's where torchvision has the model).
 //!
 //! Two schemes: the ResNet one (`conv1`, `bn1`, `layer{s}.{b}...`, `fc`; also timm's Res2Net
@@ -7,6 +7,12 @@
 //! `features.denseblock{s}.denselayer{j}.{norm1,conv1,norm2,conv2}`,
 //! `features.transition{n}.{norm,conv}`, `features.norm5`, `classifier`. Dense2Net adds
 //! `...denselayer{j}.res2.{convs,bns}.{i}`.
+//!
+//! Names are built from what densum controls: the modules' field names and the indices of
+//! their lists, with a fixed table of rewrites keyed on field names ([`spec_name`]). Burn's
+//! container descriptions (`Struct:Conv2d`, `Enum:Block`) are read only for their kind: an
+//! enum's variant is no step of a name. Renaming a Rust type never changes a file; renaming
+//! a field does, and the name lists pinned in tests/weights.rs say so.
 
 use burn::module::{Module, ModuleVisitor};
 
@@ -20,13 +26,17 @@ pub enum NameScheme {
     DenseNet,
 }
 
+/// The field only dense layers have (torchvision's `norm1`, the BN of a layer's input;
+/// ResNet blocks call theirs `bn1`).
+const DENSE_LAYER_FIELD: &str = "norm1";
+
 impl NameScheme {
     /// The scheme of `module`: DenseNet's when it contains dense layers.
     pub fn of<M: Module>(module: &M) -> Self {
         struct Detect(bool);
         impl ModuleVisitor for Detect {
-            fn enter_module(&mut self, _name: &str, container_type: &str) {
-                self.0 |= container_type == "Struct:DenseLayer";
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.0 |= name == DENSE_LAYER_FIELD;
             }
         }
         let mut d = Detect(false);
@@ -83,13 +93,13 @@ fn densenet_name(name: &str) -> String {
     }
 }
 
-/// One step of a module path: the field (or index) entered and the container it belongs to.
+/// One step of a module path: the field (or index, or enum variant) entered.
 #[derive(Clone, Debug)]
 pub struct Segment {
-    /// Field name or index.
+    /// Field name, index or variant name.
     pub name: String,
-    /// Burn's container description (`Struct:BatchNorm`, `Vec`, `Enum:Block`, ...).
-    pub container: String,
+    /// Whether the step is an enum's variant (no step of a file name).
+    pub variant: bool,
 }
 
 /// Tracks the path while Burn walks a module.
@@ -108,11 +118,12 @@ impl PathTracker {
         }
     }
 
-    /// Entering a field.
+    /// Entering a field; `container` is Burn's description of what holds it, read only for
+    /// whether it is an enum.
     pub fn enter(&mut self, name: &str, container: &str) {
         self.stack.push(Segment {
             name: name.to_string(),
-            container: container.to_string(),
+            variant: container.starts_with("Enum:"),
         });
     }
 
@@ -124,7 +135,7 @@ impl PathTracker {
     /// The file name of the tensor at the current path, and whether it is stored transposed
     /// (Burn keeps linear weights as `[in, out]`, PyTorch as `[out, in]`).
     pub fn current(&self) -> (String, bool) {
-        let (name, transposed) = spec_name(&self.stack);
+        let (name, transposed) = spec_name(&self.stack, self.scheme);
         (self.scheme.rename(name), transposed)
     }
 }
@@ -133,70 +144,61 @@ fn index(s: &Segment) -> usize {
     s.name.parse().unwrap_or(0)
 }
 
-/// Maps a Burn module path to the spec's tensor name.
-pub fn spec_name(path: &[Segment]) -> (String, bool) {
-    // Enum variants are an implementation detail (Block::Bottleneck, FreeNorm::Batch, ...).
-    let segs: Vec<&Segment> = path
-        .iter()
-        .filter(|s| !s.container.starts_with("Enum:"))
-        .collect();
+/// The classifier's field: Burn's `Linear`, whose weight files store transposed.
+const CLASSIFIER_FIELD: &str = "fc";
+
+/// Maps a module path to the file's tensor name (in the ResNet scheme, which
+/// [`NameScheme::rename`] turns into `scheme`'s), and whether the tensor is stored
+/// transposed. Every rule is keyed on field names.
+pub fn spec_name(path: &[Segment], scheme: NameScheme) -> (String, bool) {
+    // Enum variants are an implementation detail (Block::Bottleneck, Connect::DenseSum, ...).
+    let segs: Vec<&Segment> = path.iter().filter(|s| !s.variant).collect();
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     while i < segs.len() {
         let s = segs[i];
         let next = segs.get(i + 1);
-        match (s.name.as_str(), s.container.as_str()) {
-            ("layers", _) if next.is_some() => {
-                out.push(format!("layer{}", index(next.unwrap()) + 1));
+        let last = out.last().map(String::as_str);
+        match (s.name.as_str(), next) {
+            ("layers", Some(n)) => {
+                out.push(format!("layer{}", index(n) + 1));
                 i += 2;
+                continue;
             }
-            ("blocks", _) | ("connect", _) => i += 1,
-            // timm's Bottle2neck holds `convs`/`bns` directly.
-            ("res2", "Struct:Res2Bottleneck") => i += 1,
-            ("dense", "Struct:Connect") => i += 1,
-            ("ds", "Struct:DenseSum") if next.is_some() => {
-                out.push("ds".into());
-                out.push((index(next.unwrap()) + 1).to_string());
-                out.push("weight".into());
+            ("blocks" | "connect", _) => {}
+            // timm's Bottle2neck holds `convs`/`bns` directly; torchvision-style dense layers
+            // (Dense2Net) keep `res2`.
+            ("res2", _) if scheme == NameScheme::ResNet => {}
+            // DSNet's dense weights: block k+1's are `ds.{k+1}.weight`.
+            ("ds", Some(n)) => {
+                out.extend(["ds".into(), (index(n) + 1).to_string(), "weight".into()]);
                 i += 2;
+                continue;
             }
-            ("rg", "Struct:Connect") | ("deluge", "Struct:Connect") => i += 1,
-            ("rg", "Struct:RgShortcuts") if next.is_some() => {
-                out.push((index(next.unwrap()) + 1).to_string());
-                out.push("rg".into());
+            // RGSNet's shortcuts belong to the block: `{k+1}.rg`.
+            ("rg", Some(n)) => {
+                out.extend([(index(n) + 1).to_string(), "rg".into()]);
                 i += 2;
+                continue;
             }
-            ("norm", "Struct:RgShortcut") => i += 1,
-            ("norm", "Struct:InnerDs") => {
-                if let Some(last) = out.last_mut() {
-                    *last = "inner_ds_norm".into();
+            // An RG shortcut's normalisation is the shortcut itself in files.
+            ("norm", _) if matches!(last, Some("rg" | "inner_rg")) => {}
+            ("norm", _) if last == Some("inner_ds") => {
+                if let Some(l) = out.last_mut() {
+                    *l = "inner_ds_norm".into();
                 }
-                i += 1;
             }
-            ("conv", "Struct:Projection") => {
-                out.push("0".into());
-                i += 1;
-            }
-            ("bn", "Struct:Projection") => {
-                out.push("1".into());
-                i += 1;
-            }
-            ("gamma", c) if c.contains("Norm") => {
-                out.push("weight".into());
-                i += 1;
-            }
-            ("beta", c) if c.contains("Norm") => {
-                out.push("bias".into());
-                i += 1;
-            }
-            _ => {
-                out.push(s.name.clone());
-                i += 1;
-            }
+            // torchvision's `downsample` is a Sequential(conv, bn).
+            ("conv", _) if last == Some("downsample") => out.push("0".into()),
+            ("bn", _) if last == Some("downsample") => out.push("1".into()),
+            ("gamma", _) => out.push("weight".into()),
+            ("beta", _) => out.push("bias".into()),
+            (name, _) => out.push(name.to_string()),
         }
+        i += 1;
     }
-    let transposed = segs
-        .last()
-        .is_some_and(|s| s.name == "weight" && s.container == "Struct:Linear");
+    let transposed = segs.len() >= 2
+        && segs[segs.len() - 1].name == "weight"
+        && segs[segs.len() - 2].name == CLASSIFIER_FIELD;
     (out.join("."), transposed)
 }

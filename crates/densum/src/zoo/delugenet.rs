@@ -1,10 +1,10 @@
-//! DelugeNet (Kuen et al. 2017, spec 3.6): pre-activation bottleneck composite layers of
+//! DelugeNet (Kuen et al. 2017): pre-activation bottleneck composite layers of
 //! equal width within a block ([`BlockKind::PreActBottleneck`]), each reading a cross-layer
 //! depthwise combination of every earlier output of its block ([`ConnectKind::Deluge`]),
 //! with transitions of strided depthwise 3x3 + conv1x1 between blocks
 //! ([`TransitionKind::Deluge`]; see there why not a full 3x3).
 //!
-//! Widths (the paper's are not restated in the spec): blocks of C, 2C, 4C channels with
+//! Widths (the paper gives only parameter totals): blocks of C, 2C, 4C channels with
 //! bottleneck width C/4, C = 132 for DelugeNet-146 and -218 and C = 232 for
 //! Wide-DelugeNet-146. One C serves both depths because the difference of the two targets
 //! (3.3M for 8 more layers per block) fixes the cost of a layer; C = 132 lands 146 and 218

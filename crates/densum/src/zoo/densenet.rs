@@ -1,4 +1,4 @@
-//! DenseNet (Huang et al. 2017, spec 3.2): dense layers ([`BlockKind::DenseLayer`], or
+//! DenseNet (Huang et al. 2017): dense layers ([`BlockKind::DenseLayer`], or
 //! [`BlockKind::DenseBottleneck`] for B) joined by concatenation ([`ConnectKind::Concat`]),
 //! with BN-ReLU-conv1x1-avgpool transitions between stages (compression θ, C: 0.5).
 //! Stage planes are the growth rate k in every stage.
@@ -71,8 +71,9 @@ pub(crate) struct Shape {
     pub base_planes: usize,
 }
 
-/// Applies and checks the DenseNet options (`growth_rate`, `init_features`, `bottleneck`,
-/// `compression`, `memory_efficient`) and `block_config`, which every model accepts.
+/// Applies the DenseNet options (`growth_rate`, `init_features`, `bottleneck`,
+/// `compression`, `memory_efficient`), refusing them on other models, and `block_config`,
+/// which every model accepts.
 pub(crate) fn resolve_options(
     arch: &Arch,
     o: &ModelOptions,
@@ -89,28 +90,11 @@ pub(crate) fn resolve_options(
     if let Some((name, _)) = dense_opts.iter().find(|(_, set)| *set && !dense) {
         return Err(bad(format!("{name} applies to DenseNet models only")));
     }
-    if o.growth_rate == Some(0) {
-        return Err(bad("growth_rate must be at least 1".into()));
-    }
-    if o.init_features == Some(0) {
-        return Err(bad("init_features must be at least 1".into()));
-    }
-    if let Some(c) = o.compression
-        && !(c > 0.0 && c <= 1.0)
-    {
-        return Err(bad(format!(
-            "compression must be in (0, 1] (DenseNet-C uses 0.5), got {c}"
-        )));
-    }
-    let layers = match &o.block_config {
-        Some(b) if b.is_empty() || b.contains(&0) => {
-            return Err(bad(format!(
-                "block_config must list at least one stage, each with at least one block, got {b:?}"
-            )));
-        }
-        Some(b) => b.clone(),
-        None => arch.layers.clone(),
-    };
+    // Ranges (growth rate, stem, compression, block_config) are checked in `limits`.
+    let layers = o
+        .block_config
+        .clone()
+        .unwrap_or_else(|| arch.layers.clone());
     let block = match o.bottleneck {
         Some(true) => BlockKind::DenseBottleneck,
         Some(false) => BlockKind::DenseLayer,

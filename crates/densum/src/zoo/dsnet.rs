@@ -6,9 +6,10 @@ use super::resnet::{
     CIFAR_DEPTHS, IMAGENET_DEPTHS, RESNEXTS, WIDE_RESNETS, cifar_resnet, imagenet_resnet, resnext,
     wide_resnet,
 };
-use super::{Arch, ModelEntry};
+use super::{Arch, ModelEntry, ModelOptions};
 use crate::block::{BlockKind, InnerShortcut};
 use crate::connect::{ConnectKind, DenseSumConfig, DsVariant};
+use crate::error::{DensumError, Result};
 
 fn ds(variant: DsVariant) -> ConnectKind {
     ConnectKind::DenseSum(DenseSumConfig {
@@ -97,4 +98,36 @@ pub fn explain(name: &str) -> Option<String> {
         .any(|(d, b, _)| *d == depth && *b == BlockKind::Basic)
         || CIFAR_DEPTHS.contains(&depth);
     basic.then(|| format!("DS2 puts a shortcut around a bottleneck's 3x3 convolution, but ResNet-{depth} has basic blocks; use dsnet{depth}, or a bottleneck depth (ds2net26, ds2net50, ...)"))
+}
+
+/// Applies `ds_norm`, `ds_weight` and `ds_init` to the dense shortcuts (`connect`) and the
+/// inner shortcut of a DSNet, refusing them on models with neither.
+pub(crate) fn resolve_options(
+    connect: ConnectKind,
+    inner: Option<InnerShortcut>,
+    o: &ModelOptions,
+    bad: &dyn Fn(String) -> DensumError,
+) -> Result<(ConnectKind, Option<InnerShortcut>)> {
+    let given = o.ds_norm.is_some() || o.ds_weight.is_some() || o.ds_init.is_some();
+    let apply = |c: DenseSumConfig| DenseSumConfig {
+        norm: o.ds_norm.unwrap_or(c.norm),
+        weight: o.ds_weight.unwrap_or(c.weight),
+        init: o.ds_init.unwrap_or(c.init),
+        ..c
+    };
+    let (connect, outer) = match connect {
+        ConnectKind::DenseSum(c) => (ConnectKind::DenseSum(apply(c)), true),
+        other => (other, false),
+    };
+    let (inner, inner_ds) = match inner {
+        Some(InnerShortcut::Ds(c)) => (Some(InnerShortcut::Ds(apply(c))), true),
+        other => (other, false),
+    };
+    if given && !outer && !inner_ds {
+        return Err(bad(
+            "ds_norm, ds_weight and ds_init apply to DSNet models (dense weighted shortcuts) only"
+                .into(),
+        ));
+    }
+    Ok((connect, inner))
 }

@@ -3,13 +3,16 @@
 //! One file per paper: [`resnet`] (ResNet, pre-activation, ResNeXt, Wide ResNet, SE, CBAM),
 //! [`dsnet`] (dense weighted normalised shortcuts), [`rgsnet`] (ReLU + GroupNorm
 //! shortcuts), [`densenet`] (concatenation, transitions), [`res2net`] (multi-scale
-//! bottlenecks, and Dense2Net), [`delugenet`] (cross-layer depthwise combinations). Each contributes [`ModelEntry`]s: a name, a one-line description and an
-//! [`Arch`], the paper's choice of block and connectivity. [`build_config`] resolves an entry
-//! and the user's [`ModelOptions`] into a [`NetConfig`].
+//! bottlenecks, and Dense2Net), [`delugenet`] (cross-layer depthwise combinations). Each
+//! contributes [`ModelEntry`]s: a name, a one-line description and an [`Arch`], the paper's
+//! choice of block and connectivity, and checks the options that belong to it.
+//! [`build_config`] resolves an entry and the user's [`ModelOptions`] into a [`NetConfig`],
+//! within the bounds of [`limits`].
 
 pub mod delugenet;
 pub mod densenet;
 pub mod dsnet;
+pub mod limits;
 pub mod res2net;
 pub mod resnet;
 pub mod rgsnet;
@@ -18,15 +21,16 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use densum_data::normalize::Normalize;
+
 use crate::block::{BlockConfig, BlockKind, InnerShortcut};
-use crate::connect::{
-    ConnectKind, DenseSumConfig, DsInit, DsWeightKind, RgVariant, TransitionConfig,
-};
+use crate::connect::{ConnectKind, DsInit, DsWeightKind, RgVariant, TransitionConfig};
 use crate::error::{DensumError, Result};
 use crate::net::{NetConfig, StageConfig, StemKind};
 use crate::nn::{AttentionKind, NormKind};
 
-/// A dataset's conventions: classes, input size, stem, normalisation (spec section 6).
+/// A dataset's conventions: classes, input size, stem, normalisation (torchvision's ImageNet
+/// constants; the usual per-dataset ones for CIFAR and SVHN).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dataset {
@@ -71,14 +75,16 @@ impl Dataset {
         }
     }
 
-    /// Per-channel (mean, std) of RGB pixels scaled to [0, 1].
+    /// Per-channel (mean, std) of RGB pixels scaled to [0, 1]: densum-data's constants,
+    /// which its loaders apply.
     pub fn normalization(self) -> ([f32; 3], [f32; 3]) {
-        match self {
-            Dataset::Imagenet => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-            Dataset::Cifar10 => ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
-            Dataset::Cifar100 => ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
-            Dataset::Svhn => ([0.4377, 0.4438, 0.4728], [0.1980, 0.2010, 0.1970]),
-        }
+        let n = match self {
+            Dataset::Imagenet => Normalize::IMAGENET,
+            Dataset::Cifar10 => Normalize::CIFAR10,
+            Dataset::Cifar100 => Normalize::CIFAR100,
+            Dataset::Svhn => Normalize::SVHN,
+        };
+        (n.mean, n.std)
     }
 
     /// The dataset's name as written on the command line.
@@ -354,6 +360,15 @@ pub fn resolve(name: &str, options: &ModelOptions) -> Result<ModelSpec> {
 }
 
 fn check_input_size(model: &str, cfg: &NetConfig, size: usize) -> Result<()> {
+    if size > limits::MAX_INPUT_SIZE {
+        return Err(DensumError::option(
+            model,
+            format!(
+                "input size {size} is larger than {} pixels",
+                limits::MAX_INPUT_SIZE
+            ),
+        ));
+    }
     let mut s = size;
     if cfg.stem == StemKind::Imagenet {
         if s < 4 {
@@ -387,135 +402,36 @@ fn check_input_size(model: &str, cfg: &NetConfig, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Builds the [`NetConfig`] of `entry` with `options`.
+/// Builds the [`NetConfig`] of `entry` with `options`: the bounds of [`limits`] first, then
+/// each family's own options and checks (in its module), then the shared shape.
 pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
     let name = entry.name.as_str();
     let arch = &entry.arch;
     let bad = |m: String| DensumError::option(name, m);
+    limits::check_options(o).map_err(bad)?;
     let width = o.width.unwrap_or(1.0);
-    if !(width.is_finite() && width > 0.0) {
-        return Err(bad(format!("width must be a positive number, got {width}")));
-    }
     let scaled = |c: usize| ((c as f64 * width).round() as usize).max(1);
     let dataset = o.dataset.unwrap_or(arch.default_dataset);
-    let num_classes = o.num_classes.unwrap_or(dataset.num_classes());
-    if num_classes == 0 {
-        return Err(bad("num_classes must be at least 1".into()));
-    }
-    for (opt, v) in [
-        ("drop_path", o.drop_path),
-        ("dropout", o.dropout),
-        ("block_dropout", o.block_dropout),
-    ] {
-        if let Some(v) = v
-            && !(0.0..1.0).contains(&v)
-        {
-            return Err(bad(format!("{opt} must be in [0, 1), got {v}")));
-        }
-    }
-    let dense = arch.block.is_dense();
     let densenet::Shape {
         block,
         transition,
         layers,
         base_planes,
     } = densenet::resolve_options(arch, o, &bad)?;
-    let scale = match o.scale {
-        Some(s) if s < 2 => {
-            return Err(bad(format!(
-                "scale must be at least 2 (groups of the split 3x3 convolution), got {s}"
-            )));
-        }
-        Some(s) if arch.scale == 1 && block != BlockKind::DenseBottleneck => {
-            return Err(bad(format!(
-                "scale {s} applies to Res2Net and Dense2Net (bottleneck dense layer) models only"
-            )));
-        }
-        Some(s) => s,
-        None => arch.scale,
-    };
-    let multi_scale_dense = block == BlockKind::DenseBottleneck && scale > 1;
-    let bottleneck = arch.block.is_bottleneck();
-    if multi_scale_dense && o.base_width.is_some() {
-        return Err(bad(
-            "base_width does not apply to Dense2Net (its groups split 4k channels)".into(),
-        ));
-    }
-    if !bottleneck && !multi_scale_dense && (o.cardinality.is_some() || o.base_width.is_some()) {
-        return Err(bad("cardinality and base_width apply to bottleneck blocks only; this model has basic blocks".into()));
-    }
-    let cardinality = o.cardinality.unwrap_or(arch.cardinality);
-    let base_width = o.base_width.unwrap_or(arch.base_width);
-    if cardinality == 0 || base_width == 0 {
-        return Err(bad("cardinality and base_width must be at least 1".into()));
-    }
+    let scale = res2net::resolve_scale(arch, block, o, &bad)?;
+    let (cardinality, base_width) = resnet::resolve_groups(arch, block, scale, o, &bad)?;
     // An explicit growth rate is taken as given; the model's own planes follow the width.
     let base = if o.growth_rate.is_some() {
         base_planes
     } else {
         scaled(base_planes)
     };
-    if multi_scale_dense {
-        let inner = crate::block::dense::BN_SIZE * base;
-        if !inner.is_multiple_of(scale) || !(inner / scale).is_multiple_of(cardinality) {
-            return Err(bad(format!(
-                "Dense2Net splits 4k = {inner} channels into scale {scale} groups of a multiple of cardinality {cardinality} channels: they must divide"
-            )));
-        }
-    }
-    if bottleneck && base * base_width / 64 == 0 {
-        return Err(bad(format!(
-            "base width {base_width} at {base} planes gives a group width of 0 (floor(planes · d / 64) must be at least 1)"
-        )));
-    }
-
-    // Connectivity options only where they apply.
-    let mut connect = arch.connect;
-    let mut inner = arch.inner;
-    let ds_opts = o.ds_norm.is_some() || o.ds_weight.is_some() || o.ds_init.is_some();
-    let is_ds =
-        matches!(connect, ConnectKind::DenseSum(_)) || matches!(inner, Some(InnerShortcut::Ds(_)));
-    if ds_opts && !is_ds {
-        return Err(bad(
-            "ds_norm, ds_weight and ds_init apply to DSNet models (dense weighted shortcuts) only"
-                .into(),
-        ));
-    }
-    let apply_ds = |mut c: DenseSumConfig| {
-        c.norm = o.ds_norm.unwrap_or(c.norm);
-        c.weight = o.ds_weight.unwrap_or(c.weight);
-        c.init = o.ds_init.unwrap_or(c.init);
-        c
-    };
-    if let ConnectKind::DenseSum(c) = connect {
-        connect = ConnectKind::DenseSum(apply_ds(c));
-    }
-    if let Some(InnerShortcut::Ds(c)) = inner {
-        inner = Some(InnerShortcut::Ds(apply_ds(c)));
-    }
-    if let Some(v) = o.rg_variant {
-        match connect {
-            ConnectKind::Rg(_) => connect = ConnectKind::Rg(v),
-            _ => return Err(bad("rg_variant applies to RGSNet models only".into())),
-        }
-    }
-    if inner.is_some() && arch.block != BlockKind::Bottleneck {
-        return Err(bad(
-            "inner shortcuts (DS2, d-RGS) need post-activation bottleneck blocks".into(),
-        ));
-    }
+    res2net::check_dense2net_split(block, scale, base, cardinality, &bad)?;
+    resnet::check_group_width(arch, base, base_width, &bad)?;
+    let (connect, inner) = dsnet::resolve_options(arch.connect, arch.inner, o, &bad)?;
+    let connect = rgsnet::resolve_variant(connect, o, &bad)?;
     let attention = o.attention.unwrap_or(arch.attention);
-    if attention != AttentionKind::None && block.is_preact() && !multi_scale_dense {
-        return Err(bad(
-            "attention (SE, CBAM) is built for post-activation blocks and Dense2Net's multi-scale modules only".into(),
-        ));
-    }
-    if o.block_dropout.is_some() && arch.block != BlockKind::PreActBasic && !dense {
-        return Err(bad(
-            "block_dropout applies to Wide ResNet (pre-activation basic) blocks and dense layers only"
-                .into(),
-        ));
-    }
+    resnet::check_block_options(arch, block, scale, attention, inner, o, &bad)?;
 
     let stem = o.stem.unwrap_or(dataset.stem());
     let strides = std::iter::once(1).chain(std::iter::repeat(2));
@@ -534,7 +450,7 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
         })
         .collect();
     let preact = block.is_preact();
-    Ok(NetConfig {
+    let cfg = NetConfig {
         stem,
         stem_channels: match (o.init_features, arch.stem_per_plane) {
             (Some(c), _) => c,
@@ -559,10 +475,12 @@ pub fn build_config(entry: &ModelEntry, o: &ModelOptions) -> Result<NetConfig> {
         connect,
         transition,
         final_norm: preact,
-        num_classes,
+        num_classes: o.num_classes.unwrap_or(dataset.num_classes()),
         drop_path: o.drop_path.unwrap_or(0.0),
         head_dropout: o.dropout.unwrap_or(0.0),
-    })
+    };
+    limits::check_channels(&cfg).map_err(bad)?;
+    Ok(cfg)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Res2Net (Gao et al. 2019, spec 3.5): the bottleneck's 3x3 convolution split into `scale`
+//! Res2Net (Gao et al. 2019): the bottleneck's 3x3 convolution split into `scale`
 //! hierarchical groups ([`BlockKind::Res2Bottleneck`]), on ResNet and ResNeXt backbones and
 //! with DSNet's dense shortcuts; and Dense2Net, a DenseNet-BC whose bottleneck 3x3 is a
 //! Res2Net module on 4k channels followed by a conv1x1 to k (a [`BlockKind::DenseBottleneck`]
@@ -7,8 +7,10 @@
 use super::densenet::densenet;
 use super::dsnet::dsnet;
 use super::resnet::{cifar_resnext, imagenet_resnet};
-use super::{Arch, Dataset, ModelEntry};
+use super::{Arch, Dataset, ModelEntry, ModelOptions};
 use crate::block::BlockKind;
+use crate::block::dense::BN_SIZE;
+use crate::error::{DensumError, Result};
 
 /// Res2Net on `base` (a bottleneck ResNet or ResNeXt) with base width `w` and scale `s`.
 pub fn res2net(base: Arch, w: usize, s: usize) -> Arch {
@@ -80,4 +82,45 @@ pub fn register(r: &mut Vec<ModelEntry>) {
         "Dense2Net-121: DenseNet-BC-121 (k = 32, CIFAR-100) whose 3x3 is a Res2Net module (scale 4) on 4k channels + conv1x1",
         dense2net121(4),
     ));
+}
+
+/// The scale of `arch` with the `scale` option, which applies to Res2Net and to Dense2Net
+/// (bottleneck dense layers) only; its range is checked in `limits`.
+pub(crate) fn resolve_scale(
+    arch: &Arch,
+    block: BlockKind,
+    o: &ModelOptions,
+    bad: &dyn Fn(String) -> DensumError,
+) -> Result<usize> {
+    match o.scale {
+        Some(s) if arch.scale == 1 && block != BlockKind::DenseBottleneck => Err(bad(format!(
+            "scale {s} applies to Res2Net and Dense2Net (bottleneck dense layer) models only"
+        ))),
+        Some(s) => Ok(s),
+        None => Ok(arch.scale),
+    }
+}
+
+/// Whether `block` at `scale` is Dense2Net's layer (a Res2Net module on 4k channels).
+pub(crate) fn is_dense2net(block: BlockKind, scale: usize) -> bool {
+    block == BlockKind::DenseBottleneck && scale > 1
+}
+
+/// Dense2Net splits 4k channels into `scale` groups, each a multiple of `cardinality`.
+pub(crate) fn check_dense2net_split(
+    block: BlockKind,
+    scale: usize,
+    k: usize,
+    cardinality: usize,
+    bad: &dyn Fn(String) -> DensumError,
+) -> Result<()> {
+    let inner = BN_SIZE * k;
+    if is_dense2net(block, scale)
+        && (!inner.is_multiple_of(scale) || !(inner / scale).is_multiple_of(cardinality))
+    {
+        return Err(bad(format!(
+            "Dense2Net splits 4k = {inner} channels into scale {scale} groups of a multiple of cardinality {cardinality} channels: they must divide"
+        )));
+    }
+    Ok(())
 }

@@ -1,13 +1,16 @@
 //! ResNet (He et al. 2016) and friends: pre-activation ResNet (He et al. 2016b), ResNeXt
 //! (Xie et al. 2017), Wide ResNet (Zagoruyko & Komodakis 2016), SE (Hu et al. 2018) and CBAM
-//! (Woo et al. 2018). All use ResNet's identity shortcut ([`ConnectKind::Residual`]).
+//! (Woo et al. 2018). All use ResNet's identity shortcut
+//! ([`ConnectKind::Residual`](crate::connect::ConnectKind::Residual)). The checks of the block
+//! options (groups, attention, inner shortcuts, block dropout) are here too.
 
-use super::{Arch, Dataset, ModelEntry};
-use crate::block::BlockKind;
-use crate::connect::ConnectKind;
+use super::res2net::is_dense2net;
+use super::{Arch, Dataset, ModelEntry, ModelOptions};
+use crate::block::{BlockKind, InnerShortcut};
+use crate::error::{DensumError, Result};
 use crate::nn::AttentionKind;
 
-/// ImageNet ResNet depths: (depth, block, blocks per stage) (spec 3.1).
+/// ImageNet ResNet depths: (depth, block, blocks per stage) (He et al. 2016, Table 1).
 pub const IMAGENET_DEPTHS: &[(usize, BlockKind, [usize; 4])] = &[
     (18, BlockKind::Basic, [2, 2, 2, 2]),
     (26, BlockKind::Bottleneck, [2, 2, 2, 2]),
@@ -197,5 +200,78 @@ pub fn register(r: &mut Vec<ModelEntry>) {
             },
         ));
     }
-    let _ = ConnectKind::Residual;
+}
+
+/// ResNeXt's cardinality and base width, which apply to bottleneck blocks and Dense2Net's
+/// multi-scale modules (cardinality only) alone; their ranges are checked in `limits`.
+pub(crate) fn resolve_groups(
+    arch: &Arch,
+    block: BlockKind,
+    scale: usize,
+    o: &ModelOptions,
+    bad: &dyn Fn(String) -> DensumError,
+) -> Result<(usize, usize)> {
+    let dense2net = is_dense2net(block, scale);
+    if dense2net && o.base_width.is_some() {
+        return Err(bad(
+            "base_width does not apply to Dense2Net (its groups split 4k channels)".into(),
+        ));
+    }
+    if !arch.block.is_bottleneck()
+        && !dense2net
+        && (o.cardinality.is_some() || o.base_width.is_some())
+    {
+        return Err(bad("cardinality and base_width apply to bottleneck blocks only; this model has basic blocks".into()));
+    }
+    Ok((
+        o.cardinality.unwrap_or(arch.cardinality),
+        o.base_width.unwrap_or(arch.base_width),
+    ))
+}
+
+/// A bottleneck's group width `floor(planes · d / 64)` at the first stage's `planes` must be
+/// at least 1.
+pub(crate) fn check_group_width(
+    arch: &Arch,
+    planes: usize,
+    base_width: usize,
+    bad: &dyn Fn(String) -> DensumError,
+) -> Result<()> {
+    if arch.block.is_bottleneck() && planes * base_width / 64 == 0 {
+        return Err(bad(format!(
+            "base width {base_width} at {planes} planes gives a group width of 0 (floor(planes · d / 64) must be at least 1)"
+        )));
+    }
+    Ok(())
+}
+
+/// The block options that only some blocks take: inner shortcuts (post-activation
+/// bottlenecks), attention (post-activation blocks and Dense2Net's modules) and block
+/// dropout (Wide ResNet and dense layers).
+pub(crate) fn check_block_options(
+    arch: &Arch,
+    block: BlockKind,
+    scale: usize,
+    attention: AttentionKind,
+    inner: Option<InnerShortcut>,
+    o: &ModelOptions,
+    bad: &dyn Fn(String) -> DensumError,
+) -> Result<()> {
+    if inner.is_some() && arch.block != BlockKind::Bottleneck {
+        return Err(bad(
+            "inner shortcuts (DS2, d-RGS) need post-activation bottleneck blocks".into(),
+        ));
+    }
+    if attention != AttentionKind::None && block.is_preact() && !is_dense2net(block, scale) {
+        return Err(bad(
+            "attention (SE, CBAM) is built for post-activation blocks and Dense2Net's multi-scale modules only".into(),
+        ));
+    }
+    if o.block_dropout.is_some() && arch.block != BlockKind::PreActBasic && !arch.block.is_dense() {
+        return Err(bad(
+            "block_dropout applies to Wide ResNet (pre-activation basic) blocks and dense layers only"
+                .into(),
+        ));
+    }
+    Ok(())
 }

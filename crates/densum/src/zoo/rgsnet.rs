@@ -5,9 +5,10 @@
 use super::resnet::{
     CIFAR_DEPTHS, IMAGENET_DEPTHS, RESNEXTS, cifar_resnet, imagenet_resnet, resnext,
 };
-use super::{Arch, ModelEntry};
+use super::{Arch, ModelEntry, ModelOptions};
 use crate::block::{BlockKind, InnerShortcut};
 use crate::connect::{ConnectKind, RgVariant};
+use crate::error::{DensumError, Result};
 
 /// Registers this paper's variants.
 pub fn register(r: &mut Vec<ModelEntry>) {
@@ -95,5 +96,18 @@ pub fn register(r: &mut Vec<ModelEntry>) {
             format!("CIFAR b-RGSNet-{depth}"),
             cifar_resnet(depth).with_connect(rg(RgVariant::B)),
         ));
+    }
+}
+
+/// Applies `rg_variant` to an RGSNet's shortcuts, refusing it on other models.
+pub(crate) fn resolve_variant(
+    connect: ConnectKind,
+    o: &ModelOptions,
+    bad: &dyn Fn(String) -> DensumError,
+) -> Result<ConnectKind> {
+    match (o.rg_variant, connect) {
+        (None, c) => Ok(c),
+        (Some(v), ConnectKind::Rg(_)) => Ok(ConnectKind::Rg(v)),
+        (Some(_), _) => Err(bad("rg_variant applies to RGSNet models only".into())),
     }
 }

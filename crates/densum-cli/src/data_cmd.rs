@@ -1,20 +1,43 @@
-//! The `densum data ...` subcommands: argument types (clap derive) and [`run`].
-//!
-//! The main binary embeds them as `Data { #[command(subcommand)] cmd: DataCommand }` and
-//! calls `densum_data::cli::run(cmd)`.
+//! The `densum data ...` subcommands: argument types and printing over the `densum_data`
+//! library.
 
-use crate::Augment;
-use crate::augment::AugmentConfig;
-use crate::dataset::{Dataset, Split};
-use crate::download::{DownloadOptions, Remote, download};
-use crate::formats::{OpenOptions, available_splits, open_splits};
-use crate::inspect::{DatasetInfo, bench, describe, verify};
-use crate::loader::{Loader, LoaderConfig};
-use crate::normalize::Normalize;
-use crate::split::{ValSplit, carve_val};
 use anyhow::{Context, bail};
+use clap::ValueEnum;
+use densum_data::{
+    BenchSetup, Dataset, DatasetInfo, DownloadOptions, LoaderConfig, OpenOptions, Remote, Split,
+    ValSplit, available_splits, bench, bench_loader, carve_val, describe, download, open_splits,
+    verify,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// `densum data` and its subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub cmd: DataCommand,
+}
+
+/// Datasets `densum data download` fetches (the library's [`Remote`]).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RemoteArg {
+    /// CIFAR-10.
+    Cifar10,
+    /// CIFAR-100.
+    Cifar100,
+    /// SVHN format 2 (cropped digits).
+    Svhn,
+}
+
+impl From<RemoteArg> for Remote {
+    fn from(r: RemoteArg) -> Self {
+        match r {
+            RemoteArg::Cifar10 => Remote::Cifar10,
+            RemoteArg::Cifar100 => Remote::Cifar100,
+            RemoteArg::Svhn => Remote::Svhn,
+        }
+    }
+}
 
 /// Which dataset to open.
 #[derive(Debug, Clone, clap::Args)]
@@ -115,7 +138,7 @@ pub enum DataCommand {
     Download {
         /// Which dataset.
         #[arg(value_enum)]
-        dataset: Remote,
+        dataset: RemoteArg,
         /// Destination folder.
         #[arg(long)]
         to: PathBuf,
@@ -227,32 +250,11 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             json,
         } => {
             let ds = open.open()?;
-            let preset = preset.unwrap_or_else(|| {
-                match ds.image_size() {
-                    Some((h, w)) if h <= 64 && w <= 64 => "cifar",
-                    None if ds
-                        .get(0)
-                        .is_ok_and(|s| s.image.height <= 64 && s.image.width <= 64) =>
-                    {
-                        "cifar"
-                    }
-                    _ => "imagenet-train",
-                }
-                .to_string()
-            });
-            let mut cfg = AugmentConfig::preset(&preset)?;
-            if let Some(l) = cutout {
-                cfg = cfg.with_cutout(1, l);
-            }
-            let norm = match normalize {
-                Some(n) => Normalize::by_name(&n)?,
-                None => Normalize::by_name(ds.format().normalization_name())?,
-            };
-            let loader = Loader::new(
-                ds,
-                Augment::new(cfg)?,
-                norm,
-                LoaderConfig {
+            let setup = BenchSetup {
+                preset,
+                cutout,
+                normalize,
+                loader: LoaderConfig {
                     batch_size,
                     workers,
                     prefetch,
@@ -260,27 +262,13 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                     skip_corrupt,
                     ..Default::default()
                 },
-            )?;
+            };
+            let (loader, preset) = bench_loader(ds, &setup)?;
             let r = bench(&loader, images).context("benchmark failed")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!(
-                    "{}: {} images ({}x{}, preset {preset}) in {:.2} s = {:.0} images/s; batch {}, {} workers, {}",
-                    r.source,
-                    r.images,
-                    r.image_size[1],
-                    r.image_size[0],
-                    r.seconds,
-                    r.images_per_sec,
-                    r.batch_size,
-                    r.workers,
-                    if cache {
-                        format!("from memory (cache filled in {:.2} s)", r.warmup_seconds)
-                    } else {
-                        "decoding every image".to_string()
-                    }
-                );
+                println!("{}", r.line(&preset, cache));
                 if loader.skipped() > 0 {
                     println!("skipped {} corrupt images", loader.skipped());
                 }
@@ -294,7 +282,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             mirror,
         } => {
             let files = download(
-                dataset,
+                dataset.into(),
                 &to,
                 &DownloadOptions {
                     python,
