@@ -12,6 +12,7 @@ use densum::measure::sweep::{self, Sweep, SweepRow};
 use densum::train::config::{self, OptimConfig};
 use densum::zoo;
 
+use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 
 /// What `densum bench` measures.
@@ -62,10 +63,13 @@ pub struct BenchArgs {
     /// With --sweep: also draw time and peak memory against the swept value (PNG).
     #[arg(long, requires = "sweep")]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// `densum bench`.
 pub fn run(a: &BenchArgs) -> Result<()> {
+    let device = a.device.device()?;
     let cfg = BenchConfig {
         batch: a.batch,
         warmup: a.warmup,
@@ -81,13 +85,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         },
     };
     match &a.sweep {
-        Some(s) => run_sweep(a, &cfg, &Sweep::parse(s)?),
-        None => compare(a, &cfg),
+        Some(s) => run_sweep(a, &cfg, &Sweep::parse(s)?, &device),
+        None => compare(a, &cfg, &device),
     }
 }
 
 /// Measures every model once and prints them side by side.
-fn compare(a: &BenchArgs, cfg: &BenchConfig) -> Result<()> {
+fn compare(a: &BenchArgs, cfg: &BenchConfig, device: &Device) -> Result<()> {
     cfg.check()?;
     let options = a.args.options();
     // Resolve every name first: a typo fails before minutes of measuring.
@@ -96,7 +100,6 @@ fn compare(a: &BenchArgs, cfg: &BenchConfig) -> Result<()> {
         .iter()
         .map(|m| zoo::resolve(m, &options))
         .collect::<densum::Result<Vec<_>>>()?;
-    let device = Device::default();
     let quiet = a.json || a.csv;
     let results = specs
         .iter()
@@ -104,7 +107,7 @@ fn compare(a: &BenchArgs, cfg: &BenchConfig) -> Result<()> {
             if !quiet {
                 eprintln!("measuring {} ...", spec.name);
             }
-            bench(spec, cfg, &device)
+            bench(spec, cfg, device)
         })
         .collect::<densum::Result<Vec<_>>>()?;
     let table = Comparison::new(results)?;
@@ -119,13 +122,12 @@ fn compare(a: &BenchArgs, cfg: &BenchConfig) -> Result<()> {
 }
 
 /// `densum bench --sweep`: one measurement per model and swept value, as CSV (and a chart).
-fn run_sweep(a: &BenchArgs, cfg: &BenchConfig, s: &Sweep) -> Result<()> {
+fn run_sweep(a: &BenchArgs, cfg: &BenchConfig, s: &Sweep, device: &Device) -> Result<()> {
     let points = sweep::plan(&a.models, &a.args.options(), cfg, s)?;
-    let device = Device::default();
     println!("{}", SweepRow::csv_header(s.kind));
     let mut rows = Vec::new();
     for point in &points {
-        let row = SweepRow::new(point, &bench(&point.spec, &point.cfg, &device)?);
+        let row = SweepRow::new(point, &bench(&point.spec, &point.cfg, device)?);
         println!("{}", row.csv_line());
         rows.push(row);
     }

@@ -61,7 +61,7 @@ pub fn run(a: &GradcamArgs) -> Result<()> {
         bail!("two weight files have the same file name; their outputs would collide");
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let device = Device::default();
+    let device = Device::flex();
     let mut columns: Vec<String> = Vec::new();
     let mut cells: Vec<Vec<Cell>> = (0..a.images.len()).map(|_| Vec::new()).collect();
     let mut summary = Vec::new();

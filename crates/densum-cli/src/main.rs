@@ -4,6 +4,7 @@
 mod bench_cmd;
 mod convert_cmd;
 mod data_cmd;
+mod device_args;
 mod features_cmd;
 mod gradcam_cmd;
 mod model_args;

@@ -80,7 +80,8 @@ pub fn models(a: &ModelsArgs) -> Result<()> {
 /// `densum info`.
 pub fn info(a: &InfoArgs) -> Result<()> {
     let spec = zoo::resolve(&a.model, &a.args.options())?;
-    let net = Net::new(&spec.config, &Device::default());
+    // Counting parameters and shapes needs no GPU; Burn's default could be one.
+    let net = Net::new(&spec.config, &Device::flex());
     let c = cost(&spec, &net);
     if a.json {
         let mut v = serde_json::to_value(&c)?;
@@ -132,7 +133,8 @@ pub fn info(a: &InfoArgs) -> Result<()> {
 /// `densum init`.
 pub fn init(a: &InitArgs) -> Result<()> {
     let spec = zoo::resolve(&a.model, &a.args.options())?;
-    let device = Device::default();
+    // On the CPU, so a seed gives the same weights whatever the binary was built with.
+    let device = Device::flex();
     device.seed(a.seed);
     let net = Net::new(&spec.config, &device);
     weights::save(&net, &spec.name, &spec.options, &a.out)?;

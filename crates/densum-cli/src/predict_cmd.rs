@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use densum::predict::{self, class_names, classify, top_k};
-use densum::{Device, Net, weights, zoo};
+use densum::{Net, weights, zoo};
 use serde_json::json;
 
+use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 
 /// Output format of `densum predict`.
@@ -43,17 +44,19 @@ pub struct PredictArgs {
     /// Images to classify.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// `densum predict`.
 pub fn run(a: &PredictArgs) -> Result<()> {
+    let device = a.device.device()?;
     let file = weights::read_info(&a.weights)?;
     let model = predict::model_for(&file, a.model.as_deref(), &a.weights)?;
     let options = a
         .args
         .options_over(file.options.clone().unwrap_or_default());
     let spec = zoo::resolve(&model, &options)?;
-    let device = Device::default();
     let net = Net::new(&spec.config, &device);
     let net = weights::load(net, &spec.name, &a.weights, &device)?;
     let logits = classify(&net, &spec, &a.images, a.batch, &device)?;

@@ -23,7 +23,7 @@ pub struct ReuseArgs {
 /// Runs `densum reuse`.
 pub fn run(a: &ReuseArgs) -> Result<()> {
     let w = &a.net;
-    let (spec, net) = load(&w.weights, w.model.as_deref(), &w.args, &Device::default())?;
+    let (spec, net) = load(&w.weights, w.model.as_deref(), &w.args, &Device::flex())?;
     let maps =
         reuse_maps(&net).with_context(|| format!("{} ({})", spec.name, w.weights.display()))?;
     let csv = a.out.with_extension("csv");

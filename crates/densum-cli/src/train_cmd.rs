@@ -8,9 +8,10 @@ use clap::{Args, ValueEnum};
 use densum::train::reproduce::{ReproduceOptions, Scale, reproduce};
 use densum::train::{self, RunOptions, TrainConfig, checkpoint, config};
 use densum::zoo::{self, Dataset};
-use densum::{Device, Net, weights};
+use densum::{Net, weights};
 use densum_data::{LoaderConfig, Split};
 
+use crate::device_args::DeviceArgs;
 use crate::model_args::ModelArgs;
 
 /// Flags of `densum train`; each overrides the recipe and the config file.
@@ -130,6 +131,13 @@ pub struct TrainArgs {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Data-parallel training on several devices, comma-separated (cuda:0,cuda:1): one
+    /// replica each, the batch (the global batch) split across them, gradients averaged with
+    /// Burn's all-reduce (NCCL; CUDA only). Replaces --device.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<String>,
 }
 
 fn set(t: &mut toml::Table, path: &[&str], v: impl Into<toml::Value>) {
@@ -246,11 +254,19 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
     };
     // Check the model and its options before touching data or disk.
     zoo::resolve(&cfg.model, &cfg.options)?;
+    let devices = match &args.devices {
+        Some(list) => densum::device::parse_list(list)?,
+        None => vec![args.device.device],
+    };
+    for d in &devices {
+        args.device.precision.check(d)?;
+    }
     let summary = train::train(
         &cfg,
         RunOptions {
             resume: args.resume.is_some(),
             quiet: args.quiet,
+            devices,
         },
     )?;
     println!(
@@ -298,6 +314,8 @@ pub struct EvalArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// `densum eval`.
@@ -345,7 +363,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         bail!("no data: pass --data PATH");
     };
     let spec = zoo::resolve(&model, &options)?;
-    let device = Device::default();
+    let device = args.device.device()?;
     let net: Net = weights::load(
         Net::new(&spec.config, &device),
         &spec.name,

@@ -74,7 +74,7 @@ fn main() {
     let reps = arg("--reps", 3);
     // As the CLI does: without it every large output is a fresh mmap and its page faults.
     densum::measure::alloc::keep_freed_memory();
-    let dev = Device::default();
+    let dev = Device::flex(); // the fast paths are Flex-only
     let ad = dev.clone().autodiff();
     let rnd = |shape: [usize; 4], d: &Device| {
         Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), d)

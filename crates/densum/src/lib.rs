@@ -12,6 +12,7 @@
 
 pub mod block;
 pub mod connect;
+pub mod device;
 pub mod error;
 pub mod explain;
 pub mod features;

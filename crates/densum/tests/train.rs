@@ -84,6 +84,7 @@ fn a_run_writes_its_directory_and_repeats_exactly() {
         RunOptions {
             resume: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -120,6 +121,7 @@ fn a_run_writes_its_directory_and_repeats_exactly() {
         RunOptions {
             resume: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -135,6 +137,7 @@ fn a_run_writes_its_directory_and_repeats_exactly() {
         RunOptions {
             resume: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap_err()
@@ -154,6 +157,7 @@ fn resume_after_a_crash_repeats_the_uninterrupted_run_bit_for_bit() {
         RunOptions {
             resume: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -165,6 +169,7 @@ fn resume_after_a_crash_repeats_the_uninterrupted_run_bit_for_bit() {
         RunOptions {
             resume: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -195,6 +200,7 @@ fn resume_after_a_crash_repeats_the_uninterrupted_run_bit_for_bit() {
         RunOptions {
             resume: true,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap_err()
@@ -207,6 +213,7 @@ fn resume_after_a_crash_repeats_the_uninterrupted_run_bit_for_bit() {
         RunOptions {
             resume: true,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -243,6 +250,7 @@ fn bad_configurations_fail_before_any_work() {
         RunOptions {
             resume: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap_err()
@@ -313,6 +321,7 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_its_checkpoint() {
         RunOptions {
             resume: false,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap_err()

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod parallel;
 pub mod plot;
 pub mod reproduce;
 pub mod schedule;
@@ -31,10 +32,12 @@ pub use checkpoint::TrainState;
 pub use config::TrainConfig;
 pub use eval::{EvalResult, evaluate};
 
+use crate::device::{self, DeviceSpec};
 use crate::error::{DensumError, Result};
 use crate::net::Net;
 use crate::weights;
 use crate::zoo::{self, ModelSpec};
+use parallel::{AllReduce, Worker};
 use schedule::Schedule;
 use sgd::Sgd;
 
@@ -229,18 +232,41 @@ impl Progress {
 }
 
 /// Options of [`train`] that are not part of the run's configuration.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Continue from the run directory's last checkpoint.
     pub resume: bool,
     /// No progress output.
     pub quiet: bool,
+    /// The devices to train on (empty: the CPU). More than one trains data-parallel
+    /// ([`parallel`]): the configured batch is the global batch, split across them.
+    pub devices: Vec<DeviceSpec>,
 }
 
 /// Trains `cfg` (or resumes it), writing everything to its run directory.
 pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     cfg.check()?;
+    let specs = if opts.devices.is_empty() {
+        vec![DeviceSpec::default()]
+    } else {
+        opts.devices.clone()
+    };
+    device::check_list(&specs)?;
+    let plains = specs
+        .iter()
+        .map(DeviceSpec::to_device)
+        .collect::<Result<Vec<_>>>()?;
+    let reduce = match specs.len() {
+        1 => None,
+        n if cfg.batch < n => {
+            return Err(DensumError::Config(format!(
+                "batch {} cannot be split over {n} devices; the batch is the global batch, give at least one image per device",
+                cfg.batch
+            )));
+        }
+        _ => Some(AllReduce::new(&specs, plains.clone())?),
+    };
     let spec = zoo::resolve(&cfg.model, &cfg.options)?;
     let run_dir = cfg.run_dir();
     let ckpt_dir = run_dir.join("checkpoints");
@@ -300,7 +326,7 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
     let schedule = Schedule::new(&cfg.schedule, cfg.base_lr(), total, per_epoch);
 
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-    let plain = Device::default();
+    let plain = plains[0].clone();
     let device = plain.clone().autodiff();
     plain.seed(cfg.seed);
     let mut net = Net::new(&spec.config, &device).train();
@@ -334,6 +360,18 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
         }
     };
 
+    // Replicas of the model and optimiser on the other devices, equal to the first.
+    let mut replicas: Vec<Worker<Net>> = plains[1..]
+        .iter()
+        .map(|d| {
+            let device = d.clone().autodiff();
+            Worker {
+                model: net.clone().fork(&device),
+                sgd: sgd.fork(d),
+                device,
+            }
+        })
+        .collect();
     let loss_fn = CrossEntropyLossConfig::new()
         .with_smoothing((cfg.label_smoothing > 0.0).then_some(cfg.label_smoothing as f32))
         .init(&device);
@@ -361,10 +399,43 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
             let Some(batch) = batches.next() else { break };
             let mut batch = batch.map_err(data::batch_err)?;
             let lr = schedule.lr(state.iteration, &state.plateau);
-            plain.seed(mix(cfg.seed, state.iteration as u64));
-            let (x, y) = data::tensors(&mut batch, &device);
-            let loss = loss_fn.forward(net.forward(x), y);
-            let value: f32 = loss.clone().into_scalar();
+            let seed = mix(cfg.seed, state.iteration as u64);
+            plain.seed(seed);
+            // The loss still to backpropagate (one device), or none: the data-parallel step
+            // has updated every replica already.
+            let (value, stepped, pending): (f32, Net, Option<burn::Tensor<1>>) = match &reduce {
+                None => {
+                    let (x, y) = data::tensors(&mut batch, &device);
+                    let loss = loss_fn.forward(net.forward(x), y);
+                    (loss.clone().into_scalar(), net, Some(loss))
+                }
+                Some(reduce) => {
+                    for (rank, d) in plains.iter().enumerate().skip(1) {
+                        d.seed(mix(seed, rank as u64));
+                    }
+                    let shards = parallel::shard(&batch, plains.len())?;
+                    let lead = Worker {
+                        device: device.clone(),
+                        model: net,
+                        sgd: std::mem::replace(&mut session.sgd, Sgd::new(cfg.optimizer)),
+                    };
+                    let mut all = vec![lead];
+                    all.append(&mut replicas);
+                    let loss_fn = loss_fn.clone();
+                    let value = parallel::step(
+                        &mut all,
+                        shards,
+                        move |m: &Net, x, y| loss_fn.forward(m.forward(x), y),
+                        reduce,
+                        lr,
+                    )?;
+                    let mut all = all.into_iter();
+                    let lead = all.next().expect("the first worker comes back");
+                    session.sgd = lead.sgd;
+                    replicas = all.collect();
+                    (value, lead.model, None)
+                }
+            };
             if !value.is_finite() {
                 session.metrics.sync();
                 return Err(DensumError::Stopped(format!(
@@ -373,8 +444,10 @@ pub fn train(cfg: &TrainConfig, opts: RunOptions) -> Result<Summary> {
                     ckpt_dir.display()
                 )));
             }
-            let grads = loss.backward();
-            net = session.sgd.step(net, &grads, lr);
+            net = match pending {
+                Some(loss) => session.sgd.step(stepped, &loss.backward(), lr),
+                None => stepped,
+            };
             state.iteration += 1;
             state.batch_in_epoch += 1;
             state.window.push(value as f64);

@@ -373,6 +373,7 @@ pub fn reproduce(opts: &ReproduceOptions, quiet: bool) -> Result<Vec<Measured>> 
                         RunOptions {
                             resume,
                             quiet: true,
+                            ..Default::default()
                         },
                     )?;
                     s.best_top1_error.map(|(e, _)| e)

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
 use burn::tensor::{Gradients, Tensor, TensorData};
 
 use super::config::OptimConfig;
@@ -27,29 +28,49 @@ fn skips_decay(name: &str, cfg: &OptimConfig) -> bool {
             || name.contains("downsample.1"))
 }
 
-struct NormVisitor<'a> {
-    grads: &'a Gradients,
+/// Where [`Sgd::step`] finds a parameter's gradient: the autodiff [`Gradients`] of one
+/// backward pass, or [`GradientsParams`] by parameter id (the averaged gradients of
+/// data-parallel workers, [`super::parallel`]).
+pub trait GradSource {
+    /// The gradient of parameter `id`, whose value is `value`, if it has one.
+    fn grad_of<const D: usize>(&self, id: ParamId, value: &Tensor<D>) -> Option<Tensor<D>>;
+}
+
+impl GradSource for Gradients {
+    fn grad_of<const D: usize>(&self, _: ParamId, value: &Tensor<D>) -> Option<Tensor<D>> {
+        value.grad(self)
+    }
+}
+
+impl GradSource for GradientsParams {
+    fn grad_of<const D: usize>(&self, id: ParamId, _: &Tensor<D>) -> Option<Tensor<D>> {
+        self.get(id)
+    }
+}
+
+struct NormVisitor<'a, G> {
+    grads: &'a G,
     sum_sq: f64,
 }
 
-impl ModuleVisitor for NormVisitor<'_> {
+impl<G: GradSource> ModuleVisitor for NormVisitor<'_, G> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = param.val().grad(self.grads) {
+        if let Some(g) = self.grads.grad_of(param.id, &param.val()) {
             let s: f32 = (g.clone() * g).sum().into_scalar();
             self.sum_sq += s as f64;
         }
     }
 }
 
-struct Step<'a> {
+struct Step<'a, G> {
     path: PathTracker,
-    grads: &'a Gradients,
+    grads: &'a G,
     lr: f64,
     scale: f64,
     sgd: &'a mut Sgd,
 }
 
-impl ModuleMapper for Step<'_> {
+impl<G: GradSource> ModuleMapper for Step<'_, G> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
     }
@@ -62,7 +83,7 @@ impl ModuleMapper for Step<'_> {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = tensor.grad(self.grads) else {
+        let Some(grad) = self.grads.grad_of(id, &tensor) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let cfg = &self.sgd.cfg;
@@ -113,7 +134,7 @@ impl Sgd {
 
     /// One update of `module` with `grads` at rate `lr`. The global gradient norm is only
     /// computed (an extra pass over every gradient) when clipping is on.
-    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> M {
+    pub fn step<M: Module, G: GradSource>(&mut self, module: M, grads: &G, lr: f64) -> M {
         let scale = match self.cfg.grad_clip {
             Some(max) => {
                 let mut norm = NormVisitor { grads, sum_sq: 0.0 };
@@ -136,6 +157,19 @@ impl Sgd {
             sgd: self,
         };
         module.map(&mut step)
+    }
+
+    /// A copy of this optimiser with its momentum buffers on `device` (a data-parallel
+    /// replica's optimiser).
+    pub fn fork(&self, device: &burn::tensor::Device) -> Self {
+        Sgd {
+            cfg: self.cfg,
+            momentum: self
+                .momentum
+                .iter()
+                .map(|(k, t)| (k.clone(), t.clone().to_device(device)))
+                .collect(),
+        }
     }
 
     /// The momentum buffers, by tensor name (flattened).

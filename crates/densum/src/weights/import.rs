@@ -535,7 +535,7 @@ pub fn convert(
             .and_then(|t| t.shape.first().copied());
     }
     let spec = zoo::resolve(model, &options)?;
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(seed);
     let net = Net::new(&spec.config, &device);
     let net = import_into(net, &ckpt, reset_head, &device)?;
