@@ -14,6 +14,8 @@ pub mod block;
 pub mod connect;
 pub mod error;
 pub mod explain;
+#[cfg(feature = "onnx")]
+pub mod export;
 pub mod features;
 pub mod measure;
 pub mod net;
