@@ -5,6 +5,7 @@ mod bench_cmd;
 mod convert_cmd;
 mod data_cmd;
 mod device_args;
+mod export_cmd;
 mod features_cmd;
 mod gradcam_cmd;
 mod model_args;
@@ -74,6 +75,8 @@ enum Command {
     /// Grad-CAM class-activation maps: overlays (PNG) and raw maps (.npy) per image; with
     /// --compare, several networks side by side in one grid.
     Gradcam(Box<gradcam_cmd::GradcamArgs>),
+    /// Export a network to ONNX (binaries built with `--features onnx`).
+    Export(Box<export_cmd::ExportArgs>),
     /// Shortcut-reuse heat maps of DSNet, DelugeNet or DenseNet weights (PNG + CSV).
     Reuse(Box<reuse_cmd::ReuseArgs>),
 }
@@ -121,5 +124,6 @@ fn run(command: Command) -> Result<()> {
         Command::Predict(args) => predict_cmd::run(&args),
         Command::Gradcam(args) => gradcam_cmd::run(&args),
         Command::Reuse(args) => reuse_cmd::run(&args),
+        Command::Export(args) => export_cmd::run(&args),
     }
 }

@@ -46,6 +46,9 @@ pub enum DensumError {
     /// Training stopped (for example on a non-finite loss); checkpoints already written are kept.
     #[error("training stopped: {0}")]
     Stopped(String),
+    /// A network that cannot be exported (ONNX: an operation or shape the exporter refuses).
+    #[error("export: {0}")]
+    Export(String),
     /// A file-system error, with the file it concerns.
     #[error("{}: {source}", .path.display())]
     Io {

@@ -15,6 +15,8 @@ pub mod connect;
 pub mod device;
 pub mod error;
 pub mod explain;
+#[cfg(feature = "onnx")]
+pub mod export;
 pub mod features;
 pub mod measure;
 pub mod net;

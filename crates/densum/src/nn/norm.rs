@@ -163,7 +163,9 @@ impl ShortcutNorm {
     /// Applies the normalisation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            ShortcutNorm::Group(gn) => gn.forward(x),
+            // Burn's GroupNorm (the fast one is parameter-free only), except while tracing for
+            // ONNX export, where it is composed of operations the exporter lowers.
+            ShortcutNorm::Group(gn) => crate::nn::fast::norm::group_norm_forward(gn, x),
             ShortcutNorm::Batch(bn) => bn.forward(x),
         }
     }

@@ -508,8 +508,14 @@ pub(crate) fn update_running_stats(bn: &BatchNorm, stats: &Tensor<2>) {
         .update((rv.mul_scalar(1.0 - m) + var.mul_scalar(m)).detach());
 }
 
-/// `gn.forward(x)`, as one fused operation on Flex when the norm has no affine parameters.
+/// `gn.forward(x)`, as one fused operation on Flex when the norm has no affine parameters
+/// (and, with feature `onnx`, composed of exportable operations while tracing for ONNX:
+/// `crate::export::group_norm_traceable`).
 pub fn group_norm_forward(gn: &burn::nn::GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "onnx")]
+    if crate::export::tracing() {
+        return crate::export::group_norm_traceable(gn, x);
+    }
     if gn.gamma.is_some() || gn.beta.is_some() || !applies(Op::Norm, &x) {
         return gn.forward(x);
     }
