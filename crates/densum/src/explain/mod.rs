@@ -22,24 +22,7 @@ use crate::zoo::{self, ModelOptions, ModelSpec};
 /// records), else the recorded name; and the options the file records (empty if none).
 pub fn weights_model(path: &Path, model: Option<&str>) -> Result<(String, ModelOptions)> {
     let file = weights::read_info(path)?;
-    let name = match (model, &file.model) {
-        (Some(m), _) => m.to_string(),
-        (None, Some(m)) => m.clone(),
-        (None, None) => {
-            return Err(DensumError::weights(
-                path,
-                "the file records no model name; pass --model",
-            ));
-        }
-    };
-    if let Some(recorded) = &file.model
-        && zoo::find(&name)?.name != *recorded
-    {
-        return Err(DensumError::weights(
-            path,
-            format!("the file holds model `{recorded}`, not `{name}`"),
-        ));
-    }
+    let name = crate::predict::model_for(&file, model, path)?;
     Ok((name, file.options.unwrap_or_default()))
 }
 
