@@ -9,8 +9,9 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use densum::burn;
-use densum::nn::fast::dense_head::{MAX_TERMS, dense_head, fast_dense_head_applies};
+use densum::nn::fast::dense_head::{MAX_TERMS, dense_head};
 use densum::nn::fast::probe::{Kernel, counted};
+use densum::nn::fast::{Op, applies};
 
 mod common;
 use common::{assert_ran, rel_err};
@@ -41,7 +42,7 @@ fn check_head(terms: usize) {
     let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &device);
     let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
     let dy = Tensor::<4>::random([n, o, h, w], normal, &device);
-    assert!(fast_dense_head_applies(&parts[0]), "must exercise the op");
+    assert!(applies(Op::DenseHead, &parts[0]), "must exercise the op");
 
     let run = |fused: bool| {
         let ps: Vec<Tensor<4>> = parts.iter().map(|p| p.clone().require_grad()).collect();

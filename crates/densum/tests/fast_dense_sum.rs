@@ -11,9 +11,9 @@ use burn::module::{ModuleVisitor, Param};
 use burn::nn::GroupNormConfig;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
-use densum::nn::fast::dense_sum::{MAX_TERMS, dense_sum, dense_sum_stats, fast_dense_sum_applies};
+use densum::nn::fast::dense_sum::{MAX_TERMS, dense_sum, dense_sum_stats};
 use densum::nn::fast::probe::{Kernel, counted};
-use densum::nn::fast::{Op, with_generic};
+use densum::nn::fast::{Op, applies, with_generic};
 use densum::weights::PathTracker;
 use densum::zoo::{self, Dataset, ModelOptions};
 use densum::{Net, burn};
@@ -49,7 +49,7 @@ fn check_sum(terms: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {
     let weight = Tensor::<2>::random(wshape, normal, &device);
     let dy = Tensor::<4>::random([n, c, h, w], normal, &device);
     assert!(
-        fast_dense_sum_applies(&branch),
+        applies(Op::DenseSum, &branch),
         "must exercise the fused path"
     );
     let case = format!("terms {terms}, norm {norm:?}, scalar {scalar}, relu {relu_out}");
@@ -311,7 +311,7 @@ fn check_model(model: &str, options: ModelOptions) {
     let net = burn::module::Module::train(Net::new(&spec.config, &device));
     let normal = Distribution::Normal(0.0, 1.0);
     let x = Tensor::<4>::random([2, 3, 16, 16], normal, &device);
-    assert!(fast_dense_sum_applies(&x), "must exercise the fused path");
+    assert!(applies(Op::DenseSum, &x), "must exercise the fused path");
     let probe = Tensor::<2>::random([2, spec.config.num_classes], normal, &device);
     let (l0, dx0, g0) = model_step(&net, &x, &probe, false);
     let (l1, dx1, g1) = model_step(&net, &x, &probe, true);

@@ -23,8 +23,9 @@ use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 
 use super::res2::Res2Module;
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
-use crate::nn::fast::dense_head::{dense_head, fast_dense_head_applies};
+use crate::nn::fast::dense_head::dense_head;
 use crate::nn::fast::norm::{batch_stats, update_running_stats};
+use crate::nn::fast::{Op, applies};
 use crate::nn::{
     Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm, conv,
     conv_forward, relu,
@@ -125,7 +126,7 @@ impl DenseLayer {
         if (kh, kw) == (1, 1)
             && self.conv1.bias.is_none()
             && self.norm1.training.is_enabled()
-            && parts.iter().all(fast_dense_head_applies)
+            && parts.iter().all(|p| applies(Op::DenseHead, p))
         {
             // BN statistics of the concatenation, per channel: those of each part.
             let stats = Tensor::cat(parts.iter().map(batch_stats).collect(), 1);

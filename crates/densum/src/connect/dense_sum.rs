@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Rule, lazy_param};
 use crate::block::{Activation, BlockOut};
-use crate::nn::fast::dense_sum::{dense_sum, dense_sum_stats, fast_dense_sum_applies};
+use crate::nn::fast::dense_sum::{dense_sum, dense_sum_stats};
+use crate::nn::fast::{Op, applies};
 use crate::nn::{FreeNorm, NormKind, apply_free_norm};
 
 /// How a dense shortcut weights the outputs it reads (DSNet ablation).
@@ -174,7 +175,7 @@ pub struct DsHistory {
 /// normalisation, `Some(Some(stats))` for a parameter-free group norm (also layer and instance
 /// norm), `None` when the fused sum does not apply (BatchNorm, other backends, or off).
 fn fused_stats(norm: &Option<FreeNorm>, x: &Tensor<4>) -> Option<Option<Tensor<3>>> {
-    if !fast_dense_sum_applies(x) {
+    if !applies(Op::DenseSum, x) {
         return None;
     }
     match norm {
@@ -256,7 +257,7 @@ impl DenseSum {
                 DsEntry::Normalised(_) => None,
             })
             .collect();
-        if let Some(raw) = raw.filter(|r| !r.is_empty() && fast_dense_sum_applies(&branch)) {
+        if let Some(raw) = raw.filter(|r| !r.is_empty() && applies(Op::DenseSum, &branch)) {
             let sources: Vec<Tensor<4>> = raw.iter().map(|(s, _)| (*s).clone()).collect();
             let stats: Option<Vec<Tensor<3>>> = raw.iter().map(|(_, st)| (*st).clone()).collect();
             // All entries of a stage are normalised alike; a mix would mean no normalisation
@@ -348,7 +349,7 @@ impl InnerDs {
     /// `ReLU(branch + w ⊙ N(a))`: the inner shortcut added to the 3x3 convolution's
     /// normalised output `branch`; one fused operation on Flex.
     pub fn aggregate(&self, branch: Tensor<4>, a: Tensor<4>) -> Tensor<4> {
-        if fast_dense_sum_applies(&branch)
+        if applies(Op::DenseSum, &branch)
             && let Some(stats) = fused_stats(&self.norm, &a)
         {
             let weight = match &self.weight {

@@ -32,7 +32,6 @@ use super::buffer::{assume_init, uninit_buffer};
 use super::matmul::gemm;
 use super::probe::{self, Kernel};
 use super::tensor::{flex, present, values};
-use super::{Op, applies};
 
 /// Input parts one operation reads; more parts are chained (see [`dense_head`]).
 pub const MAX_TERMS: usize = 6;
@@ -427,15 +426,9 @@ impl<C: CheckpointStrategy> FastDenseHeadBackend for Autodiff<Flex, C> {
     }
 }
 
-/// Whether the recomputing head runs for `x`: Flex (with or without autodiff), f32, fast
-/// paths enabled and not inside [`with_generic`](super::with_generic) for [`Op::DenseHead`].
-pub fn fast_dense_head_applies(x: &Tensor<4>) -> bool {
-    applies(Op::DenseHead, x)
-}
-
 /// `conv1x1(ReLU(BN(cat(parts))))` with `weight` `[O, C, 1, 1]`, `gamma`, `beta` `[C]` and the
 /// batch statistics `stats = [μ; σ²]` `[2, C]` of the concatenation (detached), as chained
-/// operations of at most [`MAX_TERMS`] parts. Only where [`fast_dense_head_applies`].
+/// operations of at most [`MAX_TERMS`] parts. Only where [`applies`](super::applies)`(Op::DenseHead, ..)`.
 pub fn dense_head(
     parts: &[Tensor<4>],
     weight: Tensor<4>,

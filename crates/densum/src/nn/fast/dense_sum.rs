@@ -42,7 +42,6 @@ use super::buffer::{assume_init, assume_init_mut, uninit_buffer};
 use super::lanes::lane_sum;
 use super::probe::{self, Kernel};
 use super::tensor::{flex, present, values};
-use super::{Op, applies};
 
 /// Earlier outputs one fused operation reads; longer histories are chained (see
 /// [`dense_sum`]).
@@ -570,12 +569,6 @@ impl<C: CheckpointStrategy> FastDenseSumBackend for Autodiff<Flex, C> {
     }
 }
 
-/// Whether the fused dense sum runs for `x`: Flex (with or without autodiff), f32, fast paths
-/// enabled and not inside [`with_generic`](super::with_generic) for [`Op::DenseSum`].
-pub fn fast_dense_sum_applies(x: &Tensor<4>) -> bool {
-    applies(Op::DenseSum, x)
-}
-
 /// Per-(image, group) mean and inverse deviation of `x` for [`dense_sum`] (detached; the
 /// gradient through them is [`dense_sum`]'s).
 pub fn dense_sum_stats(x: &Tensor<4>, groups: usize, epsilon: f64) -> Tensor<3> {
@@ -589,7 +582,7 @@ pub fn dense_sum_stats(x: &Tensor<4>, groups: usize, epsilon: f64) -> Tensor<3> 
 /// `f(branch + Σ_i weight[i] ⊙ N(sources[i]))` as fused operations (one per [`MAX_TERMS`]
 /// earlier outputs): `N` normalises with `stats[i]` from [`dense_sum_stats`] of `sources[i]`,
 /// or is the identity when `stats` is `None`; `weight` is `[terms, C]` or `[terms, 1]`; `f` is
-/// ReLU when `relu`. Only for tensors where [`fast_dense_sum_applies`].
+/// ReLU when `relu`. Only for tensors where [`applies`](super::applies)`(Op::DenseSum, ..)`.
 ///
 /// `accumulate` is for the sums of one DSNet stage, which share their earlier outputs: set it
 /// for every block but the stage's last. The last block's sum reads every earlier output and

@@ -78,9 +78,9 @@ pub enum Op {
     Norm,
     /// The residual sum + ReLU ([`eltwise::add_relu`]).
     AddRelu,
-    /// DSNet's dense shortcut ([`dense_sum::fast_dense_sum_applies`]).
+    /// DSNet's dense shortcut ([`dense_sum::dense_sum`]).
     DenseSum,
-    /// DenseNet's recomputing head ([`dense_head::fast_dense_head_applies`]).
+    /// DenseNet's recomputing head ([`dense_head::dense_head`]).
     DenseHead,
 }
 
