@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,8 +35,46 @@ from tv import TV_ARCHS, tv_resnet  # noqa: E402
 CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000}
 
 
-def pytorch_model(name: str, dataset: str, width: float) -> nn.Module:
+# densum's DenseNet names: densenet121/161/169/201/264 (ImageNet form) and densenet_bc{L}_k{k}
+# (CIFAR form: three blocks of (L - 4) / 6 bottleneck layers, a bare 3x3 stem to 2k channels).
+DENSENET_IMAGENET = {121: (32, (6, 12, 24, 16), 64), 161: (48, (6, 12, 36, 24), 96),
+                     169: (32, (6, 12, 32, 32), 64), 201: (32, (6, 12, 48, 32), 64),
+                     264: (32, (6, 12, 64, 48), 64)}
+
+
+def tv_densenet(name: str, num_classes: int, memory_efficient: bool) -> nn.Module | None:
+    """torchvision's DenseNet for a densum DenseNet(-BC) name, or None for another name.
+
+    torchvision only has the bottleneck + compression 0.5 form, so plain DenseNet
+    (densenet{L}_k{k}) is refused. The CIFAR form swaps torchvision's 7x7 stem (conv, BN, ReLU,
+    max pool) for the papers' single 3x3 convolution, as densum builds it."""
+    import torchvision
+    m = re.fullmatch(r"densenet(\d+)", name)
+    if m and int(m[1]) in DENSENET_IMAGENET:
+        k, blocks, init = DENSENET_IMAGENET[int(m[1])]
+        return torchvision.models.DenseNet(growth_rate=k, block_config=blocks, num_init_features=init,
+                                           num_classes=num_classes, memory_efficient=memory_efficient)
+    m = re.fullmatch(r"densenet_bc(\d+)_k(\d+)", name)
+    if m:
+        depth, k = int(m[1]), int(m[2])
+        n = (depth - 4) // 6
+        net = torchvision.models.DenseNet(growth_rate=k, block_config=(n, n, n), num_init_features=2 * k,
+                                          num_classes=num_classes, memory_efficient=memory_efficient)
+        net.features.conv0 = nn.Conv2d(3, 2 * k, 3, padding=1, bias=False)
+        for stem_part in ("norm0", "relu0", "pool0"):
+            setattr(net.features, stem_part, nn.Identity())
+        return net
+    if name.startswith("densenet"):
+        raise SystemExit(f"side_by_side: torchvision has no counterpart of {name} "
+                         "(only DenseNet-BC: densenet121/161/169/201/264, densenet_bc<L>_k<k>)")
+    return None
+
+
+def pytorch_model(name: str, dataset: str, width: float, memory_efficient: bool = False) -> nn.Module:
     stem = "imagenet" if dataset == "imagenet" else "cifar"
+    dense = tv_densenet(name, CLASSES[dataset], memory_efficient)
+    if dense is not None:
+        return dense
     if name in TV_ARCHS:
         return tv_resnet(name, width=width, num_classes=CLASSES[dataset], stem=stem)
     return build_reference(name, dataset=dataset if dataset != "svhn" else "cifar10", width=width,
@@ -78,7 +117,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
     ap.add_argument("--dataset", default="cifar100")
-    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--width", type=float, default=None,
+                    help="width multiplier of the ResNet family (default 0.25); DenseNet has none "
+                         "in torchvision, so it is not passed for DenseNet models")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
@@ -92,12 +133,25 @@ def main() -> None:
                     help="repeat the whole comparison (densum, then PyTorch) this many times and "
                          "report every round's ratios and their median; on a shared machine one "
                          "round can land in someone else's burst")
+    ap.add_argument("--memory-efficient", action="store_true",
+                    help="DenseNet: densum's --memory-efficient against torchvision's "
+                         "memory_efficient=True (both recompute the concatenation and first BN-ReLU)")
     args = ap.parse_args()
 
+    dense = [m for m in args.models if m.startswith("densenet")]
+    if dense and args.width not in (None, 1.0):
+        raise SystemExit(f"side_by_side: --width is for the ResNet family; torchvision's DenseNet "
+                         f"({', '.join(dense)}) has no width multiplier")
+    if dense and len(dense) < len(args.models):
+        raise SystemExit("side_by_side: run DenseNet models and the ResNet family in separate "
+                         "invocations (one --width applies to every model)")
+    args.width = 1.0 if dense else (0.25 if args.width is None else args.width)
     torch.set_num_threads(args.threads)
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     cmd = [args.densum, "bench", *args.models, "--dataset", args.dataset, "--width", str(args.width),
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--iters", str(args.iters), "--json"]
+    if args.memory_efficient:
+        cmd.append("--memory-efficient")
     size = 224 if args.dataset == "imagenet" else 32
     print(f"{args.dataset}, width {args.width}, batch {args.batch}, {args.warmup}+{args.iters} iterations, "
           f"{torch.get_num_threads()} threads; images/s")
@@ -115,7 +169,7 @@ def main() -> None:
             timings = []
             for channels_last in (False, True):
                 torch.manual_seed(0)
-                model = pytorch_model(name, args.dataset, args.width)
+                model = pytorch_model(name, args.dataset, args.width, args.memory_efficient)
                 timings.append(time_pytorch(model, args.batch, size, CLASSES[args.dataset], args.warmup,
                                             args.iters, channels_last))
             (train, infer), (train_cl, infer_cl) = timings

@@ -6,7 +6,8 @@
 //! the tile kernel reads `X` from a contiguous band, as `nn::fast::conv` does. Used for the
 //! per-product figures in docs/results/speed.md (session 5).
 //!
-//! `cargo run --release -p densum --example gemm_shapes`
+//! `cargo run --release -p densum --example gemm_shapes [-- O,K,P ...]` (other products than
+//! the built-in list, e.g. `128,512,196` for a DenseNet-121 1x1 convolution at 14x14).
 
 use std::mem::MaybeUninit;
 use std::time::Instant;
@@ -34,8 +35,19 @@ fn main() {
         return;
     }
     println!("O K P | gemm GFLOP/s | tile GFLOP/s | gemm time / tile time");
-    // (output rows O, depth K, columns P)
-    for (o, k, p) in [
+    // (output rows O, depth K, columns P): from the command line, or ResNet-50's.
+    let given: Vec<(usize, usize, usize)> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            let v: Vec<usize> = a
+                .split(',')
+                .map(|n| n.parse().expect("O,K,P as three integers"))
+                .collect();
+            assert_eq!(v.len(), 3, "O,K,P as three integers, got {a}");
+            (v[0], v[1], v[2])
+        })
+        .collect();
+    let builtin = [
         (16, 64, 1024),
         (64, 16, 1024),
         (16, 16, 1024),
@@ -47,7 +59,13 @@ fn main() {
         (64, 256, 64),
         (256, 64, 64),
         (128, 512, 16),
-    ] {
+    ];
+    let shapes = if given.is_empty() {
+        builtin.to_vec()
+    } else {
+        given
+    };
+    for (o, k, p) in shapes {
         let w: Vec<f32> = (0..o * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let x: Vec<f32> = (0..k * p).map(|i| (i % 5) as f32 * 0.2).collect();
         let mut y = vec![0.0f32; o * p];

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockConfig, conv_macs, out_channels};
 use crate::connect::{ConnectKind, TransitionConfig};
-use crate::nn::{batch_norm, conv, conv_bn_forward, conv_forward, relu};
+use crate::nn::{batch_norm, batch_norm_forward, conv, conv_bn_forward, conv_forward};
 use crate::stage::Stage;
 
 /// The stem's form.
@@ -195,7 +195,7 @@ impl Net {
     /// for the others).
     pub fn forward_final_norm(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.final_bn {
-            Some(bn) => relu(bn.forward(x)),
+            Some(bn) => batch_norm_forward(bn, x, true),
             None => x,
         }
     }

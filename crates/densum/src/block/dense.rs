@@ -27,8 +27,8 @@ use crate::nn::fast::dense_head::dense_head;
 use crate::nn::fast::norm::{batch_stats, update_running_stats};
 use crate::nn::fast::{Op, applies};
 use crate::nn::{
-    Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm, conv,
-    conv_forward, relu,
+    Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm,
+    batch_norm_forward, conv, conv_bn_forward, conv_forward, relu,
 };
 
 /// Channels of the bottleneck per unit of growth rate (DenseNet-B's 4k).
@@ -94,24 +94,69 @@ impl DenseLayer {
     /// New features from the layer's inputs, given as the parts whose concatenation is the
     /// layer's input (the block input and the earlier layers' outputs).
     pub fn forward_parts(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
-        let h = if self.memory_efficient && parts[0].is_autodiff() {
-            self.checkpointed_head(parts)
-        } else {
-            self.conv1
-                .forward(relu(self.norm1.forward(Tensor::cat(parts, 1))))
-        };
+        let checkpointed = self.memory_efficient && parts[0].is_autodiff();
         let h = match (&self.norm2, &self.conv2) {
             (Some(norm2), Some(conv2)) => {
-                let h = relu(norm2.forward(h));
+                // `ReLU(norm2(conv1(..)))`: for inference on Flex the norm folds into conv1
+                // (`conv_bn_forward`), one pass over the bottleneck's 4k channels fewer.
+                let h = if checkpointed {
+                    batch_norm_forward(norm2, self.checkpointed_head(parts), true)
+                } else if let Some(h) = self.inference_head(&parts) {
+                    batch_norm_forward(norm2, h, true)
+                } else {
+                    conv_bn_forward(&self.conv1, norm2, self.normalised_input(parts), true)
+                };
                 let h = match &self.res2 {
                     Some(r) => apply_attention(&self.se, &self.cbam, r.forward(h)),
                     None => h,
                 };
                 conv_forward(conv2, h)
             }
-            _ => h,
+            _ if checkpointed => self.checkpointed_head(parts),
+            _ => conv_forward(&self.conv1, self.normalised_input(parts)),
         };
         self.dropout.forward(h)
+    }
+
+    /// For inference on Flex, `conv1x1(ReLU(norm1(cat(parts))))` as the head operation over
+    /// the parts with the running statistics: no concatenation and no normalised copy (each
+    /// image is normalised into a scratch buffer in cache before its GEMM).
+    fn inference_head(&self, parts: &[Tensor<4>]) -> Option<Tensor<4>> {
+        let [_, _, kh, kw] = self.conv1.weight.dims();
+        let fits = (kh, kw) == (1, 1)
+            && self.conv1.bias.is_none()
+            && !parts[0].is_autodiff()
+            && parts.iter().all(|p| applies(Op::DenseHead, p));
+        if !fits {
+            return None;
+        }
+        let device = parts[0].device();
+        let stats = Tensor::stack::<2>(
+            vec![
+                self.norm1.running_mean.value().to_device(&device),
+                self.norm1.running_var.value().to_device(&device),
+            ],
+            0,
+        );
+        Some(dense_head(
+            parts,
+            self.conv1.weight.val(),
+            self.norm1.gamma.val(),
+            self.norm1.beta.val(),
+            stats,
+            self.norm1.epsilon,
+        ))
+    }
+
+    /// `ReLU(norm1(cat(parts)))`, the fused batch norm over the concatenation (no copy for a
+    /// single part).
+    fn normalised_input(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+        let x = if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
+        } else {
+            Tensor::cat(parts, 1)
+        };
+        batch_norm_forward(&self.norm1, x, true)
     }
 
     /// `conv1(ReLU(norm1(cat(parts))))` without keeping the concatenation or the BN-ReLU

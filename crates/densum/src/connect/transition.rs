@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{chain_macs, out_channels};
-use crate::nn::{batch_norm, conv, relu};
+use crate::nn::{batch_norm, batch_norm_forward, conv, conv_forward};
 
 /// The form of a transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,12 +83,12 @@ impl Transition {
 
     /// Applies the transition.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.norm.forward(x));
+        let x = batch_norm_forward(&self.norm, x, true);
         let x = match &self.dw {
-            Some(dw) => dw.forward(x),
+            Some(dw) => conv_forward(dw, x),
             None => x,
         };
-        let x = self.conv.forward(x);
+        let x = conv_forward(&self.conv, x);
         match &self.pool {
             Some(p) => p.forward(x),
             None => x,
