@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use densum::nn::fast::matmul::gemm;
-use densum::nn::fast::tile_gemm::{PackedA, available, product, strided_rows};
+use densum::nn::fast::tile_gemm::{Isa, PackedA, available, product_on, strided_rows};
 
 /// Best seconds per call of `f` over 20 runs of 10 calls, after one warm-up call.
 fn best(mut f: impl FnMut()) -> f64 {
@@ -34,7 +34,15 @@ fn main() {
         println!("this CPU has no AVX2 + FMA: the tile kernel does not run here");
         return;
     }
-    println!("O K P | gemm GFLOP/s | tile GFLOP/s | gemm time / tile time");
+    let isas: Vec<Isa> = Isa::runnable()
+        .into_iter()
+        .filter(|&i| i != Isa::Portable)
+        .collect();
+    let names: Vec<String> = isas.iter().map(|i| format!("{i:?} tile")).collect();
+    println!(
+        "O K P | gemm GFLOP/s | {} GFLOP/s | gemm time / best tile time",
+        names.join(" GFLOP/s | ")
+    );
     // (output rows O, depth K, columns P): from the command line, or ResNet-50's.
     let given: Vec<(usize, usize, usize)> = std::env::args()
         .skip(1)
@@ -76,28 +84,37 @@ fn main() {
         let band = (32 * 1024 / k).clamp(16, p) / 16 * 16;
         let rows = strided_rows(k, band);
         let mut buf = vec![0.0f32; k * band];
-        let mut out: Vec<MaybeUninit<f32>> = vec![MaybeUninit::new(0.0); o * p];
-        let t = best(|| {
-            for p0 in (0..p).step_by(band) {
-                let width = band.min(p - p0);
-                for (dst, src) in buf.chunks_exact_mut(band).zip(x.chunks_exact(p)) {
-                    dst[..width].copy_from_slice(&src[p0..p0 + width]);
+        let mut rates = Vec::new();
+        let mut fastest = f64::MAX;
+        for &isa in &isas {
+            let mut out: Vec<MaybeUninit<f32>> = vec![MaybeUninit::new(0.0); o * p];
+            let t = best(|| {
+                for p0 in (0..p).step_by(band) {
+                    let width = band.min(p - p0);
+                    for (dst, src) in buf.chunks_exact_mut(band).zip(x.chunks_exact(p)) {
+                        dst[..width].copy_from_slice(&src[p0..p0 + width]);
+                    }
+                    product_on(isa, &a, &buf, &rows, width, &mut out[p0..], p, false);
                 }
-                product(&a, &buf, &rows, width, &mut out[p0..], p, false);
-            }
-        });
-        // SAFETY: the products wrote every value (and the buffer started initialised).
-        let err = out
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| (unsafe { a.assume_init() } - b).abs() / (1.0 + b.abs()))
-            .fold(0.0f32, f32::max);
-        assert!(err < 1e-4, "tile and gemm disagree on {o}x{k}x{p}: {err}");
+            });
+            // SAFETY: the products wrote every value (and the buffer started initialised).
+            let err = out
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (unsafe { a.assume_init() } - b).abs() / (1.0 + b.abs()))
+                .fold(0.0f32, f32::max);
+            assert!(
+                err < 1e-4,
+                "{isa:?} tile and gemm disagree on {o}x{k}x{p}: {err}"
+            );
+            rates.push(format!("{:.1}", flop / t / 1e9));
+            fastest = fastest.min(t);
+        }
         println!(
-            "{o} {k} {p} | {:.1} | {:.1} | {:.2}",
+            "{o} {k} {p} | {:.1} | {} | {:.2}",
             flop / g / 1e9,
-            flop / t / 1e9,
-            g / t
+            rates.join(" | "),
+            g / fastest
         );
     }
 }
