@@ -37,9 +37,9 @@ CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000}
 
 # densum's DenseNet names: densenet121/161/169/201/264 (ImageNet form) and densenet_bc{L}_k{k}
 # (CIFAR form: three blocks of (L - 4) / 6 bottleneck layers, a bare 3x3 stem to 2k channels).
-DENSENET_IMAGENET = {121: (32, (6, 12, 24, 16), 64), 161: (48, (6, 12, 36, 24), 96),
-                     169: (32, (6, 12, 32, 32), 64), 201: (32, (6, 12, 48, 32), 64),
-                     264: (32, (6, 12, 64, 48), 64)}
+# torchvision builds densenet121/161/169/201 by name; DenseNet-264 (growth 32, 64 stem channels)
+# it has only as the generic class.
+DENSENET264_BLOCKS = (6, 12, 64, 48)
 
 
 def tv_densenet(name: str, num_classes: int, memory_efficient: bool) -> nn.Module | None:
@@ -49,11 +49,12 @@ def tv_densenet(name: str, num_classes: int, memory_efficient: bool) -> nn.Modul
     (densenet{L}_k{k}) is refused. The CIFAR form swaps torchvision's 7x7 stem (conv, BN, ReLU,
     max pool) for the papers' single 3x3 convolution, as densum builds it."""
     import torchvision
-    m = re.fullmatch(r"densenet(\d+)", name)
-    if m and int(m[1]) in DENSENET_IMAGENET:
-        k, blocks, init = DENSENET_IMAGENET[int(m[1])]
-        return torchvision.models.DenseNet(growth_rate=k, block_config=blocks, num_init_features=init,
-                                           num_classes=num_classes, memory_efficient=memory_efficient)
+    if name in ("densenet121", "densenet161", "densenet169", "densenet201"):
+        return getattr(torchvision.models, name)(num_classes=num_classes, memory_efficient=memory_efficient)
+    if name == "densenet264":
+        return torchvision.models.DenseNet(growth_rate=32, block_config=DENSENET264_BLOCKS,
+                                           num_init_features=64, num_classes=num_classes,
+                                           memory_efficient=memory_efficient)
     m = re.fullmatch(r"densenet_bc(\d+)_k(\d+)", name)
     if m:
         depth, k = int(m[1]), int(m[2])

@@ -97,8 +97,9 @@ impl DenseLayer {
         let checkpointed = self.memory_efficient && parts[0].is_autodiff();
         let h = match (&self.norm2, &self.conv2) {
             (Some(norm2), Some(conv2)) => {
-                // `ReLU(norm2(conv1(..)))`: for inference on Flex the norm folds into conv1
-                // (`conv_bn_forward`), one pass over the bottleneck's 4k channels fewer.
+                // `ReLU(norm2(conv1(..)))`: the head operation where it applies (training in
+                // memory-efficient mode, inference on Flex), else the concatenation through
+                // `conv_bn_forward` (which folds the norm into conv1 where it can).
                 let h = if checkpointed {
                     batch_norm_forward(norm2, self.checkpointed_head(parts), true)
                 } else if let Some(h) = self.inference_head(&parts) {
@@ -122,12 +123,7 @@ impl DenseLayer {
     /// the parts with the running statistics: no concatenation and no normalised copy (each
     /// image is normalised into a scratch buffer in cache before its GEMM).
     fn inference_head(&self, parts: &[Tensor<4>]) -> Option<Tensor<4>> {
-        let [_, _, kh, kw] = self.conv1.weight.dims();
-        let fits = (kh, kw) == (1, 1)
-            && self.conv1.bias.is_none()
-            && !parts[0].is_autodiff()
-            && parts.iter().all(|p| applies(Op::DenseHead, p));
-        if !fits {
+        if parts[0].is_autodiff() || !self.head_op_fits(parts) {
             return None;
         }
         let device = parts[0].device();
@@ -138,14 +134,29 @@ impl DenseLayer {
             ],
             0,
         );
-        Some(dense_head(
+        Some(self.head_op(parts, stats))
+    }
+
+    /// Whether [`dense_head`] can compute this layer's head: a 1x1 `conv1` without bias, on
+    /// parts the fast path applies to.
+    fn head_op_fits(&self, parts: &[Tensor<4>]) -> bool {
+        let [_, _, kh, kw] = self.conv1.weight.dims();
+        (kh, kw) == (1, 1)
+            && self.conv1.bias.is_none()
+            && parts.iter().all(|p| applies(Op::DenseHead, p))
+    }
+
+    /// `conv1x1(ReLU(norm1(cat(parts))))` as [`dense_head`] with the statistics `stats`
+    /// (`[μ; σ²]`, the batch's or the running ones).
+    fn head_op(&self, parts: &[Tensor<4>], stats: Tensor<2>) -> Tensor<4> {
+        dense_head(
             parts,
             self.conv1.weight.val(),
             self.norm1.gamma.val(),
             self.norm1.beta.val(),
             stats,
             self.norm1.epsilon,
-        ))
+        )
     }
 
     /// `ReLU(norm1(cat(parts)))`, the fused batch norm over the concatenation (no copy for a
@@ -167,23 +178,11 @@ impl DenseLayer {
     /// strategy, which recomputes them but still keeps some of them (see
     /// docs/densenet-memory.md).
     fn checkpointed_head(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
-        let [_, _, kh, kw] = self.conv1.weight.dims();
-        if (kh, kw) == (1, 1)
-            && self.conv1.bias.is_none()
-            && self.norm1.training.is_enabled()
-            && parts.iter().all(|p| applies(Op::DenseHead, p))
-        {
+        if self.norm1.training.is_enabled() && self.head_op_fits(&parts) {
             // BN statistics of the concatenation, per channel: those of each part.
             let stats = Tensor::cat(parts.iter().map(batch_stats).collect(), 1);
             update_running_stats(&self.norm1, &stats);
-            return dense_head(
-                &parts,
-                self.conv1.weight.val(),
-                self.norm1.gamma.val(),
-                self.norm1.beta.val(),
-                stats,
-                self.norm1.epsilon,
-            );
+            return self.head_op(&parts, stats);
         }
         // Tensors carrying different strategies cannot meet in one operation, so the
         // parameters used here are switched too (same autodiff nodes, so their gradients land

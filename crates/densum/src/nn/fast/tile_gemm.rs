@@ -66,12 +66,16 @@ impl Isa {
         }
     }
 
+    /// Whether this CPU can run this version (every one at or below the detected best).
+    pub fn runs_here(self) -> bool {
+        self as u8 >= Isa::detected() as u8
+    }
+
     /// Every version this CPU can run (the tests compare each with the plain loops).
     pub fn runnable() -> Vec<Isa> {
-        let best = Isa::detected();
         [Isa::Avx512, Isa::Avx2, Isa::Portable]
             .into_iter()
-            .filter(|&i| i as u8 >= best as u8)
+            .filter(|i| i.runs_here())
             .collect()
     }
 }
@@ -145,10 +149,7 @@ pub fn product_on(
     ldc: usize,
     accumulate: bool,
 ) {
-    assert!(
-        Isa::runnable().contains(&isa),
-        "this CPU cannot run the {isa:?} kernel"
-    );
+    assert!(isa.runs_here(), "this CPU cannot run the {isa:?} kernel");
     let (m, k) = (a.m, a.k);
     assert_eq!(rows.len(), k, "B has one row per depth step");
     if m == 0 || width == 0 {
@@ -160,13 +161,21 @@ pub fn product_on(
     );
     assert!(c.len() >= (m - 1) * ldc + width, "C's rows lie in c");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        for j0 in (0..width).step_by(NR512) {
-            let cols = NR512.min(width - j0);
+    if isa != Isa::Portable {
+        // The version's columns per tile and its tile function; the loop over tiles is shared.
+        let (nr, tile): (usize, unsafe fn(usize, usize, x86::Operands)) = match isa {
+            Isa::Avx512 => (NR512, x86::avx512::tile),
+            _ => (NR, x86::tile),
+        };
+        for j0 in (0..width).step_by(nr) {
+            let cols = nr.min(width - j0);
             for (panel, pa) in a.data.chunks_exact(k * MR).enumerate() {
                 let tile_rows = MR.min(m - panel * MR);
-                // SAFETY: AVX-512 F is present (`runnable`); as for the AVX2 tile below, with
-                // 64-column tiles; the tile reads and writes only `cols` columns (masked).
+                // SAFETY: the version's instructions are present (`runs_here`); the panel
+                // holds k·MR values; every B row has `width ≥ j0 + cols` values from `rows[d]`
+                // inside `src`, and the tile reads only those `cols` columns; C's rows
+                // panel·MR + r (r < tile_rows) have `j0 + cols ≤ width` values at stride ldc
+                // inside `c` (asserts above).
                 unsafe {
                     let op = x86::Operands {
                         k,
@@ -177,33 +186,7 @@ pub fn product_on(
                         ldc,
                         accumulate,
                     };
-                    x86::avx512::tile(tile_rows, cols, op);
-                }
-            }
-        }
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        for j0 in (0..width).step_by(NR) {
-            let cols = NR.min(width - j0);
-            for (panel, pa) in a.data.chunks_exact(k * MR).enumerate() {
-                let tile_rows = MR.min(m - panel * MR);
-                // SAFETY: AVX2 and FMA are present (`available`); the panel holds k·MR values;
-                // every B row has `width ≥ j0 + cols` values from `rows[d]` inside `src`, and
-                // `tile` reads only those `cols` columns; C's rows panel·MR + r (r < tile_rows)
-                // have `j0 + cols ≤ width` values at stride ldc inside `c` (asserts above).
-                unsafe {
-                    let op = x86::Operands {
-                        k,
-                        a: pa.as_ptr(),
-                        b: src.as_ptr().add(j0),
-                        rows_b: rows.as_ptr(),
-                        c: c.as_mut_ptr().cast::<f32>().add(panel * MR * ldc + j0),
-                        ldc,
-                        accumulate,
-                    };
-                    x86::tile(tile_rows, cols, op);
+                    tile(tile_rows, cols, op);
                 }
             }
         }
