@@ -4,12 +4,14 @@
 //! 1e-4. Each comparison asserts through `nn::fast::probe` that the fused side ran the head's
 //! kernels (one forward and one backward per chained operation) and the composed side none.
 
+use burn::module::{Param, RunningState};
+use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use densum::burn;
-use densum::nn::fast::dense_head::{MAX_TERMS, dense_head};
+use densum::nn::fast::dense_head::{MAX_TERMS, dense_head, dense_head_inference};
 use densum::nn::fast::probe::{Kernel, counted};
 use densum::nn::fast::{Op, applies};
 
@@ -107,4 +109,77 @@ fn many_parts_chain_head_operations() {
     for terms in [MAX_TERMS + 1, 2 * MAX_TERMS + 3] {
         check_head(terms);
     }
+}
+
+/// A batch norm over `c` channels with random parameters and running statistics, so that a
+/// fold that mixed up mean, variance, gamma or beta shows.
+fn random_norm(c: usize, seed: f64, device: &Device) -> BatchNorm {
+    let mut bn = BatchNormConfig::new(c).with_epsilon(1e-3).init(device);
+    let d = |mean: f64, sd: f64| Distribution::Normal(mean + seed, sd);
+    bn.gamma = Param::from_tensor(Tensor::random([c], d(1.0, 0.4), device));
+    bn.beta = Param::from_tensor(Tensor::random([c], d(0.0, 0.5), device));
+    bn.running_mean = RunningState::new(Tensor::random([c], d(0.2, 0.6), device));
+    bn.running_var =
+        RunningState::new(Tensor::random([c], Distribution::Uniform(0.3, 2.0), device));
+    bn
+}
+
+/// The inference head (`dense_head_inference`: both norms with running statistics, one GEMM
+/// over every part) against Burn's concatenation, `BatchNorm::forward` in evaluation mode,
+/// ReLU and convolution, with and without the folded second norm, for one part and for more
+/// parts than a training head operation takes.
+#[test]
+fn inference_head_matches_composed() {
+    let device = Device::flex();
+    let (n, h, w, o) = (3, 5, 7, 6);
+    for terms in [1, MAX_TERMS + 3] {
+        let chans: Vec<usize> = (0..terms).map(|i| 1 + (i * 3) % 5).collect();
+        let c: usize = chans.iter().sum();
+        let parts: Vec<Tensor<4>> = chans
+            .iter()
+            .enumerate()
+            .map(|(i, &ci)| {
+                let d = Distribution::Normal(i as f64 * 0.3 - 0.5, 0.5 + 0.2 * i as f64);
+                Tensor::random([n, ci, h, w], d, &device)
+            })
+            .collect();
+        let weight = Tensor::<4>::random([o, c, 1, 1], Distribution::Normal(0.0, 1.0), &device);
+        let (norm1, norm2) = (random_norm(c, 0.0, &device), random_norm(o, 0.1, &device));
+        for second in [false, true] {
+            let case = format!("{terms} parts of {chans:?} channels, second norm {second}");
+            let (want, composed) = counted(|| {
+                let z = relu(norm1.forward(Tensor::cat(parts.clone(), 1)));
+                let y = conv2d(
+                    z,
+                    weight.clone(),
+                    None,
+                    ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+                );
+                if second { relu(norm2.forward(y)) } else { y }
+            });
+            assert_ran(&composed, &[], &format!("composed, {case}"));
+            let (got, fused) =
+                counted(|| dense_head_inference(&parts, &weight, &norm1, second.then_some(&norm2)));
+            assert_ran(&fused, &[(Kernel::DenseHeadInference, 1)], &case);
+            let got = got.expect("the inference head applies on Flex");
+            assert_eq!(got.dims(), [n, o, h, w], "{case}");
+            assert!(rel_err(got, want) <= 1e-5, "output: {case}");
+        }
+    }
+    // It does not apply to what would need gradients, or to a weight that is not 1x1.
+    let ad = Device::flex().autodiff();
+    let x = Tensor::<4>::random([1, 4, 3, 3], Distribution::Normal(0.0, 1.0), &ad);
+    let norm = random_norm(4, 0.0, &ad);
+    let w1 = Tensor::<4>::random([2, 4, 1, 1], Distribution::Normal(0.0, 1.0), &ad);
+    assert!(
+        dense_head_inference(&[x], &w1, &norm, None).is_none(),
+        "autodiff"
+    );
+    let x = Tensor::<4>::random([1, 4, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    let norm = random_norm(4, 0.0, &device);
+    let w3 = Tensor::<4>::random([2, 4, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    assert!(
+        dense_head_inference(&[x], &w3, &norm, None).is_none(),
+        "3x3 weight"
+    );
 }

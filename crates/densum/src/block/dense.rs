@@ -23,7 +23,7 @@ use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 
 use super::res2::Res2Module;
 use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
-use crate::nn::fast::dense_head::dense_head;
+use crate::nn::fast::dense_head::{dense_head, dense_head_inference};
 use crate::nn::fast::norm::{batch_stats, update_running_stats};
 use crate::nn::fast::{Op, applies};
 use crate::nn::{
@@ -102,8 +102,8 @@ impl DenseLayer {
                 // `conv_bn_forward` (which folds the norm into conv1 where it can).
                 let h = if checkpointed {
                     batch_norm_forward(norm2, self.checkpointed_head(parts), true)
-                } else if let Some(h) = self.inference_head(&parts) {
-                    batch_norm_forward(norm2, h, true)
+                } else if let Some(h) = self.inference_head(&parts, norm2) {
+                    h
                 } else {
                     conv_bn_forward(&self.conv1, norm2, self.normalised_input(parts), true)
                 };
@@ -119,22 +119,14 @@ impl DenseLayer {
         self.dropout.forward(h)
     }
 
-    /// For inference on Flex, `conv1x1(ReLU(norm1(cat(parts))))` as the head operation over
-    /// the parts with the running statistics: no concatenation and no normalised copy (each
-    /// image is normalised into a scratch buffer in cache before its GEMM).
-    fn inference_head(&self, parts: &[Tensor<4>]) -> Option<Tensor<4>> {
+    /// For inference on Flex, `ReLU(norm2(conv1x1(ReLU(norm1(cat(parts))))))` as one kernel
+    /// over the parts with the running statistics ([`dense_head_inference`]): no
+    /// concatenation, no normalised copy and no separate pass for `norm2`.
+    fn inference_head(&self, parts: &[Tensor<4>], norm2: &BatchNorm) -> Option<Tensor<4>> {
         if parts[0].is_autodiff() || !self.head_op_fits(parts) {
             return None;
         }
-        let device = parts[0].device();
-        let stats = Tensor::stack::<2>(
-            vec![
-                self.norm1.running_mean.value().to_device(&device),
-                self.norm1.running_var.value().to_device(&device),
-            ],
-            0,
-        );
-        Some(self.head_op(parts, stats))
+        dense_head_inference(parts, &self.conv1.weight.val(), &self.norm1, Some(norm2))
     }
 
     /// Whether [`dense_head`] can compute this layer's head: a 1x1 `conv1` without bias, on

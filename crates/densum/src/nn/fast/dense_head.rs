@@ -25,11 +25,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::buffer::{assume_init, uninit_buffer};
-use super::matmul::gemm;
+use super::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
+use super::matmul::{gemm, gemm_raw};
 use super::probe::{self, Kernel};
 use super::tensor::{flex, present, values};
 
@@ -144,6 +145,137 @@ fn forward_kernel(
         },
     );
     out
+}
+
+/// Inference: `f(W · ReLU(BN1(cat(parts))))` per image with the running statistics in
+/// `coef`, and `f` the folded second norm `ReLU(x·scale[o] + shift[o])` (`after`) or the
+/// identity. One GEMM over all input channels, written straight into the output (no
+/// accumulator, no chaining: nothing here is differentiated).
+fn inference_kernel(
+    weight: &[f32],
+    parts: &[Cow<'_, [f32]>],
+    chans: &[usize],
+    coef: &Coef,
+    after: Option<&Folded>,
+    lay: Layout,
+) -> Vec<f32> {
+    probe::hit(Kernel::DenseHeadInference);
+    let (o, cg, s) = (lay.o, lay.cg, lay.s);
+    let mut out = uninit_buffer(lay.n * o * s);
+    out.par_chunks_mut((o * s).max(1))
+        .enumerate()
+        .for_each(|(ni, dst)| {
+            with_scratch(cg * s, |z| {
+                normalise_image(z, parts, chans, coef, ni, s);
+                gemm_raw((o, s, cg), dst, (s, 1), false, weight, (cg, 1), z, (s, 1));
+            });
+            if let Some(f) = after {
+                // SAFETY: the GEMM above wrote all of dst.
+                let y = unsafe { assume_init_mut(dst) };
+                for ((plane, &a), &b) in y.chunks_exact_mut(s.max(1)).zip(&f.scale).zip(&f.shift) {
+                    plane.iter_mut().for_each(|v| *v = (*v * a + b).max(0.0));
+                }
+            }
+        });
+    // SAFETY: every image's output was written by its GEMM.
+    unsafe { assume_init(out) }
+}
+
+/// A batch norm with running statistics as a per-channel `x·scale + shift`.
+struct Folded {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl Folded {
+    fn new(bn: &BatchNorm) -> Self {
+        let coef = Coef::new(
+            &running_stats(bn),
+            &host(bn.gamma.val()),
+            &host(bn.beta.val()),
+            bn.epsilon,
+        );
+        let scale: Vec<f32> = coef
+            .gamma
+            .iter()
+            .zip(&coef.inv)
+            .map(|(g, r)| g * r)
+            .collect();
+        let shift = (0..scale.len())
+            .map(|c| coef.beta[c] - scale[c] * coef.mean[c])
+            .collect();
+        Folded { scale, shift }
+    }
+}
+
+/// A small parameter tensor's values.
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values")
+}
+
+/// `[μ; σ²]` of `bn`'s running statistics.
+fn running_stats(bn: &BatchNorm) -> Vec<f32> {
+    let mut stats = host(bn.running_mean.value());
+    stats.extend(host(bn.running_var.value()));
+    stats
+}
+
+/// For inference on Flex (no autodiff): `conv1x1(ReLU(norm1(cat(parts))))` with `norm1`'s
+/// running statistics, followed by `ReLU(norm2(·))` when `norm2` is given, as one kernel: each
+/// image's normalised input is built in a scratch buffer in cache, multiplied once by the whole
+/// weight `[O, C, 1, 1]`, and the second norm applied to the product while it is in cache. No
+/// concatenation, no normalised copy of the input, no separate pass for `norm2`.
+///
+/// `None` where it does not apply (an autodiff or non-Flex tensor, a weight that is not 1x1,
+/// channels that do not add up): the caller composes the layer from its operations instead.
+pub fn dense_head_inference(
+    parts: &[Tensor<4>],
+    weight: &Tensor<4>,
+    norm1: &BatchNorm,
+    norm2: Option<&BatchNorm>,
+) -> Option<Tensor<4>> {
+    let [o, c, kh, kw] = weight.dims();
+    let chans: Vec<usize> = parts.iter().map(|p| p.dims()[1]).collect();
+    if parts.is_empty() || (kh, kw) != (1, 1) || chans.iter().sum::<usize>() != c {
+        return None;
+    }
+    if parts.iter().any(|p| p.is_autodiff()) || norm1.gamma.dims() != [c] {
+        return None;
+    }
+    let flex_of = |t: &Tensor<4>| t.clone().try_into_primitive::<Flex>().ok();
+    let xs: Vec<FlexTensor> = parts.iter().map(flex_of).collect::<Option<_>>()?;
+    let w = flex_of(weight)?;
+    let [n, _, h, wd] = parts[0].dims();
+    if parts
+        .iter()
+        .any(|p| p.dims()[0] != n || p.dims()[2..] != [h, wd])
+    {
+        return None;
+    }
+    let after = match norm2 {
+        Some(bn) if bn.gamma.dims() == [o] => Some(Folded::new(bn)),
+        Some(_) => return None,
+        None => None,
+    };
+    let stats = running_stats(norm1);
+    let coef = Coef::new(
+        &stats,
+        &host(norm1.gamma.val()),
+        &host(norm1.beta.val()),
+        norm1.epsilon,
+    );
+    let src: Vec<_> = xs.iter().map(values).collect();
+    let lay = Layout {
+        n,
+        o,
+        cg: c,
+        s: h * wd,
+    };
+    let out = inference_kernel(&values(&w), &src, &chans, &coef, after.as_ref(), lay);
+    Some(Tensor::from_primitive::<Flex>(flex(out, vec![n, o, h, wd])))
 }
 
 /// Gradients: weight `[O, Cg]`, gamma, beta `[Cg]`, one per part.

@@ -59,11 +59,13 @@ pub enum Kernel {
     DenseHead,
     /// Recomputing dense-layer head backward (one per chained operation).
     DenseHeadBackward,
+    /// Dense-layer head for inference, with the second norm folded in (one per layer).
+    DenseHeadInference,
 }
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -84,6 +86,7 @@ impl Kernel {
         Kernel::DenseSumBackward,
         Kernel::DenseHead,
         Kernel::DenseHeadBackward,
+        Kernel::DenseHeadInference,
     ];
 }
 
