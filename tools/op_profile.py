@@ -6,6 +6,7 @@ by how often each shape occurs in a ResNet-50 0.25x CIFAR training step) so the 
 side by side:
 
     .venv/bin/python tools/op_profile.py --batch 64 --reps 3 [--threads 1]
+    .venv/bin/python tools/op_profile.py --net densenet121 --batch 8 --reps 3 --channels-last
 
 Gradients are timed with torch.nn.grad.conv2d_input / conv2d_weight, which call the same
 kernels autograd uses.
@@ -32,6 +33,15 @@ CONVS = [
     (512, 128, 1, 1, 4, 2), (128, 128, 3, 1, 4, 2), (128, 512, 1, 1, 4, 3),
 ]
 
+# DenseNet-121 at 224x224, as DENSENET121 in op_profile.rs: the stem, per dense block its 1x1
+# convolution at the block's mean input width and its 3x3, and the transitions.
+DENSENET121 = [
+    (3, 64, 7, 2, 224, 1), (144, 128, 1, 1, 56, 6), (128, 32, 3, 1, 56, 6), (256, 128, 1, 1, 56, 1),
+    (304, 128, 1, 1, 28, 12), (128, 32, 3, 1, 28, 12), (512, 256, 1, 1, 28, 1),
+    (624, 128, 1, 1, 14, 24), (128, 32, 3, 1, 14, 24), (1024, 512, 1, 1, 14, 1),
+    (752, 128, 1, 1, 7, 16), (128, 32, 3, 1, 7, 16),
+]
+
 
 def timed(reps: int, f) -> float:
     f()
@@ -48,13 +58,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--net", choices=["resnet50_cifar", "densenet121"], default="resnet50_cifar",
+                    help="which network's convolution shapes (as op_profile.rs's --net)")
     ap.add_argument("--channels-last", action="store_true", help="time NHWC (oneDNN direct) convolutions")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print("cin cout k s hw n | fwd_ms xgrad_ms wgrad_ms (per call)")
     tf = tx = tw = 0.0
     with torch.no_grad():
-        for ci, co, k, s, hw, n in CONVS:
+        for ci, co, k, s, hw, n in (DENSENET121 if a.net == "densenet121" else CONVS):
             x = torch.randn(a.batch, ci, hw, hw)
             w = torch.randn(co, ci, k, k)
             y = F.conv2d(x, w, stride=s, padding=k // 2)

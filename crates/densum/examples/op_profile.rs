@@ -5,7 +5,9 @@
 //! shared machine). Used to write docs/results/profile.md; `tools/op_profile.py` times the same
 //! convolution shapes in PyTorch.
 //!
-//! `cargo run --release -p densum --example op_profile [-- --batch 64 --reps 3]`
+//! `cargo run --release -p densum --example op_profile [-- --batch 64 --reps 3]`; with
+//! `--net densenet121` the shapes are DenseNet-121's at 224x224 instead (use `--batch 8`; a
+//! block's 1x1 convolutions as one row at the block's mean input width).
 
 use std::time::Instant;
 
@@ -39,6 +41,24 @@ const CONVS: &[(usize, usize, usize, usize, usize, usize)] = &[
     (512, 128, 1, 1, 4, 2),
     (128, 128, 3, 1, 4, 2),
     (128, 512, 1, 1, 4, 3),
+];
+
+/// DenseNet-121 at 224x224 (growth 32, bottleneck 128), same columns: the stem, per dense
+/// block its 1x1 convolution (at the mean input width of the block's layers) and its 3x3, and
+/// the transitions.
+const DENSENET121: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (3, 64, 7, 2, 224, 1),
+    (144, 128, 1, 1, 56, 6),
+    (128, 32, 3, 1, 56, 6),
+    (256, 128, 1, 1, 56, 1),
+    (304, 128, 1, 1, 28, 12),
+    (128, 32, 3, 1, 28, 12),
+    (512, 256, 1, 1, 28, 1),
+    (624, 128, 1, 1, 14, 24),
+    (128, 32, 3, 1, 14, 24),
+    (1024, 512, 1, 1, 14, 1),
+    (752, 128, 1, 1, 7, 16),
+    (128, 32, 3, 1, 7, 16),
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -83,7 +103,13 @@ fn main() {
         "cin cout k s hw n | fwd_ms generic fast | xgrad_ms generic fast | wgrad_ms generic fast"
     );
     let mut tot = [0.0f64; 6];
-    for &(ci, co, k, s, hw, n) in CONVS {
+    let args: Vec<String> = std::env::args().collect();
+    let convs = match args.iter().position(|a| a == "--net").map(|i| args.get(i + 1)) {
+        None => CONVS,
+        Some(Some(net)) if net == "densenet121" => DENSENET121,
+        Some(other) => panic!("--net takes densenet121, not {other:?}"),
+    };
+    for &(ci, co, k, s, hw, n) in convs {
         let opts = ConvOptions::new([s, s], [k / 2, k / 2], [1, 1], 1);
         let x = rnd([batch, ci, hw, hw], &dev);
         let w = rnd([co, ci, k, k], &dev);
