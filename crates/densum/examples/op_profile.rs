@@ -104,7 +104,11 @@ fn main() {
     );
     let mut tot = [0.0f64; 6];
     let args: Vec<String> = std::env::args().collect();
-    let convs = match args.iter().position(|a| a == "--net").map(|i| args.get(i + 1)) {
+    let convs = match args
+        .iter()
+        .position(|a| a == "--net")
+        .map(|i| args.get(i + 1))
+    {
         None => CONVS,
         Some(Some(net)) if net == "densenet121" => DENSENET121,
         Some(other) => panic!("--net takes densenet121, not {other:?}"),

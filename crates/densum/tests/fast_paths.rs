@@ -625,3 +625,54 @@ fn batch_norm_with_running_statistics_differentiates_as_inference() {
         assert!(rel_err(grad(true), grad(false)) <= 1e-5, "relu={relu}");
     }
 }
+
+/// Block average pooling (DenseNet's transition pool) against Burn's `AvgPool2d`: output and
+/// input gradient, for even and odd sides (the dropped row and column get no gradient) and
+/// windows of 2 and 3; overlapping or padded windows keep Burn's operation.
+#[test]
+fn block_average_pooling_matches_generic() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::pool::AvgPool2dConfig;
+    use densum::nn::avg_pool_forward;
+
+    let device = Device::flex().autodiff();
+    for (s, h, w) in [(2, 8, 6), (2, 7, 9), (3, 10, 7)] {
+        let pool = AvgPool2dConfig::new([s, s]).init();
+        let x = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let dy = Tensor::<4>::random(
+            [2, 3, h / s, w / s],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let run = |fast_path: bool| {
+            let x = x.clone().require_grad();
+            let y = if fast_path {
+                avg_pool_forward(&pool, x.clone())
+            } else {
+                pool.forward(x.clone())
+            };
+            let g = (y.clone() * dy.clone()).sum().backward();
+            (y.inner(), x.grad(&g).unwrap())
+        };
+        let case = format!("window {s}, {h}x{w}");
+        let ((y0, dx0), generic) = counted(|| run(false));
+        let ((y1, dx1), fused) = counted(|| run(true));
+        assert_ran(&generic, &[], &format!("generic, {case}"));
+        let kernels = [(Kernel::BlockAvgPool, 1), (Kernel::BlockAvgPoolBackward, 1)];
+        assert_ran(&fused, &kernels, &case);
+        assert_eq!(y1.dims(), y0.dims(), "{case}");
+        assert!(rel_err(y1, y0) <= 1e-6, "output: {case}");
+        assert!(rel_err(dx1, dx0) <= 1e-6, "input gradient: {case}");
+    }
+    let x = Tensor::<4>::random([1, 2, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+    for pool in [
+        AvgPool2dConfig::new([3, 3]).with_strides([1, 1]).init(),
+        AvgPool2dConfig::new([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(),
+    ] {
+        let (y, ran) = counted(|| avg_pool_forward(&pool, x.clone()));
+        assert_ran(&ran, &[], "overlapping or padded windows");
+        assert!(rel_err(y, pool.forward(x.clone())) <= 1e-6);
+    }
+}

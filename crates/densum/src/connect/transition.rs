@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::block::{chain_macs, out_channels};
-use crate::nn::{batch_norm, batch_norm_forward, conv, conv_forward};
+use crate::nn::{avg_pool_forward, batch_norm, batch_norm_forward, conv, conv_forward};
 
 /// The form of a transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ impl Transition {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = batch_norm_forward(&self.norm, x, true);
         match (&self.dw, &self.pool) {
-            (None, Some(p)) => conv_forward(&self.conv, p.forward(x)),
+            (None, Some(p)) => conv_forward(&self.conv, avg_pool_forward(p, x)),
             (dw, pool) => {
                 let x = match dw {
                     Some(dw) => conv_forward(dw, x),
@@ -99,7 +99,7 @@ impl Transition {
                 };
                 let x = conv_forward(&self.conv, x);
                 match pool {
-                    Some(p) => p.forward(x),
+                    Some(p) => avg_pool_forward(p, x),
                     None => x,
                 }
             }

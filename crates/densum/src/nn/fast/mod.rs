@@ -7,7 +7,7 @@
 //! elementwise passes; docs/results/speed.md has what each operation here gained.
 //!
 //! - operations: [`conv`] (convolution forward, gradients, folded batch norm), [`norm`] (batch
-//!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU),
+//!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average pooling),
 //!   [`dense_sum`] (DSNet's dense shortcut), [`dense_head`] (a DenseNet layer's recomputing
 //!   bottleneck head);
 //! - kernels and helpers: [`matmul`] (the `gemm` crate), [`tile_gemm`] (an AVX2 + FMA register
@@ -38,6 +38,7 @@ pub mod eltwise;
 pub(crate) mod lanes;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod probe;
 pub mod tile_gemm;
 
@@ -82,6 +83,8 @@ pub enum Op {
     DenseSum,
     /// DenseNet's recomputing head ([`dense_head::dense_head`]).
     DenseHead,
+    /// Block average pooling ([`pool::avg_pool_forward`]).
+    Pool,
 }
 
 thread_local! {

@@ -61,11 +61,15 @@ pub enum Kernel {
     DenseHeadBackward,
     /// Dense-layer head for inference, with the second norm folded in (one per layer).
     DenseHeadInference,
+    /// Block average pooling forward.
+    BlockAvgPool,
+    /// Block average pooling backward.
+    BlockAvgPoolBackward,
 }
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 23] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -87,6 +91,8 @@ impl Kernel {
         Kernel::DenseHead,
         Kernel::DenseHeadBackward,
         Kernel::DenseHeadInference,
+        Kernel::BlockAvgPool,
+        Kernel::BlockAvgPoolBackward,
     ];
 }
 
