@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockConfig, conv_macs, out_channels};
 use crate::connect::{ConnectKind, TransitionConfig};
-use crate::nn::{batch_norm, batch_norm_forward, conv, conv_bn_forward, conv_forward};
+use crate::nn::{
+    batch_norm, batch_norm_forward, conv, conv_bn_forward, conv_forward, max_pool_forward,
+};
 use crate::stage::Stage;
 
 /// The stem's form.
@@ -177,7 +179,7 @@ impl Net {
     /// The stem's max-pool (ImageNet stem; the identity otherwise).
     pub fn forward_stem_pool(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.maxpool {
-            Some(p) => p.forward(x),
+            Some(p) => max_pool_forward(p, x),
             None => x,
         }
     }

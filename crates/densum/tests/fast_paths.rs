@@ -676,3 +676,66 @@ fn block_average_pooling_matches_generic() {
         assert!(rel_err(y, pool.forward(x.clone())) <= 1e-6);
     }
 }
+
+/// Window max pooling (the ImageNet stem's 3x3 stride-2 pool with padding 1, and others)
+/// against Burn's `MaxPool2d`: output and input gradient, with padded edges, odd sides and
+/// ties (a plane of repeated values, where the first maximum takes the gradient in both).
+#[test]
+fn window_max_pooling_matches_generic() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::pool::MaxPool2dConfig;
+    use densum::nn::max_pool_forward;
+
+    let device = Device::flex().autodiff();
+    let cases = [
+        (3, 2, 1, 9, 8),
+        (3, 2, 1, 12, 12),
+        (2, 2, 0, 7, 6),
+        (3, 1, 1, 5, 6),
+    ];
+    for (k, s, p, h, w) in cases {
+        let pool = MaxPool2dConfig::new([k, k])
+            .with_strides([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init();
+        let random = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
+        // Values from a few levels, so that windows hold ties.
+        let tied = (random.clone() * 2.0).round();
+        for (name, x) in [("random", random), ("tied", tied)] {
+            let out = Tensor::<4>::zeros(pool.forward(x.clone()).dims(), &device);
+            let dy = Tensor::<4>::random(out.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let run = |fast_path: bool| {
+                let x = x.clone().require_grad();
+                let y = if fast_path {
+                    max_pool_forward(&pool, x.clone())
+                } else {
+                    pool.forward(x.clone())
+                };
+                let g = (y.clone() * dy.clone()).sum().backward();
+                (y.inner(), x.grad(&g).unwrap())
+            };
+            let case = format!("{name}: kernel {k}, stride {s}, padding {p}, {h}x{w}");
+            let ((y0, dx0), generic) = counted(|| run(false));
+            let ((y1, dx1), fused) = counted(|| run(true));
+            assert_ran(&generic, &[], &format!("generic, {case}"));
+            let kernels = [
+                (Kernel::WindowMaxPool, 1),
+                (Kernel::WindowMaxPoolBackward, 1),
+            ];
+            assert_ran(&fused, &kernels, &case);
+            assert_eq!(y1.dims(), y0.dims(), "{case}");
+            assert!(rel_err(y1, y0) <= 1e-6, "output: {case}");
+            assert!(rel_err(dx1, dx0) <= 1e-6, "input gradient: {case}");
+        }
+    }
+    // Inference: the same values without keeping the positions.
+    let inference = Device::flex();
+    let pool = MaxPool2dConfig::new([3, 3])
+        .with_strides([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init();
+    let x = Tensor::<4>::random([2, 4, 11, 10], Distribution::Normal(0.0, 1.0), &inference);
+    let (y, ran) = counted(|| max_pool_forward(&pool, x.clone()));
+    assert_ran(&ran, &[(Kernel::WindowMaxPool, 1)], "inference max pool");
+    assert!(rel_err(y, pool.forward(x)) <= 1e-6, "inference max pool");
+}

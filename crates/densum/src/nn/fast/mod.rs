@@ -7,7 +7,7 @@
 //! elementwise passes; docs/results/speed.md has what each operation here gained.
 //!
 //! - operations: [`conv`] (convolution forward, gradients, folded batch norm), [`norm`] (batch
-//!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average pooling),
+//!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average and window max pooling),
 //!   [`dense_sum`] (DSNet's dense shortcut), [`dense_head`] (a DenseNet layer's recomputing
 //!   bottleneck head);
 //! - kernels and helpers: [`matmul`] (the `gemm` crate), [`tile_gemm`] (an AVX2 + FMA register
@@ -83,7 +83,8 @@ pub enum Op {
     DenseSum,
     /// DenseNet's recomputing head ([`dense_head::dense_head`]).
     DenseHead,
-    /// Block average pooling ([`pool::avg_pool_forward`]).
+    /// Block average and window max pooling ([`pool::avg_pool_forward`],
+    /// [`pool::max_pool_forward`]).
     Pool,
 }
 

@@ -65,11 +65,15 @@ pub enum Kernel {
     BlockAvgPool,
     /// Block average pooling backward.
     BlockAvgPoolBackward,
+    /// Window max pooling forward.
+    WindowMaxPool,
+    /// Window max pooling backward.
+    WindowMaxPoolBackward,
 }
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 23] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -93,6 +97,8 @@ impl Kernel {
         Kernel::DenseHeadInference,
         Kernel::BlockAvgPool,
         Kernel::BlockAvgPoolBackward,
+        Kernel::WindowMaxPool,
+        Kernel::WindowMaxPoolBackward,
     ];
 }
 
