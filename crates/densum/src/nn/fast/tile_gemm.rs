@@ -31,12 +31,6 @@ const NR512: usize = 64;
 /// Values per AVX-512 vector.
 const LANES512: usize = 16;
 
-/// Values of `B` one depth block of the tile loop reads (24 KB, half of the 48 KB L1 data
-/// cache of the Intel cores measured): every row panel of `A` reads the same block, so it
-/// must stay in L1. Without blocking, a 3x3 convolution's depth of 1,152 read 295 KB of `B`
-/// per panel from L2 and ran at half the speed of shallow products (`examples/gemm_shapes`).
-const BLOCK_B_VALUES: usize = 6 * 1024;
-
 /// The instruction sets the tile kernel has a version for, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -173,33 +167,26 @@ pub fn product_on(
             Isa::Avx512 => (NR512, x86::avx512::tile),
             _ => (NR, x86::tile),
         };
-        // Depth in blocks whose `kc x nr` slice of B stays in L1 while every row panel of A
-        // passes over it; the first block writes C (or adds to it), the others add.
-        let kc = (BLOCK_B_VALUES / nr).max(1);
         for j0 in (0..width).step_by(nr) {
             let cols = nr.min(width - j0);
-            for d0 in (0..k).step_by(kc) {
-                let depth = kc.min(k - d0);
-                for (panel, pa) in a.data.chunks_exact(k * MR).enumerate() {
-                    let tile_rows = MR.min(m - panel * MR);
-                    // SAFETY: the version's instructions are present (`runs_here`); the panel
-                    // holds k·MR values, of which depth steps d0..d0 + depth are read; every B
-                    // row has `width ≥ j0 + cols` values from `rows[d]` inside `src`, and the
-                    // tile reads only those `cols` columns; C's rows panel·MR + r
-                    // (r < tile_rows) have `j0 + cols ≤ width` values at stride ldc inside `c`
-                    // (asserts above), and after the first block they were written by it.
-                    unsafe {
-                        let op = x86::Operands {
-                            k: depth,
-                            a: pa.as_ptr().add(d0 * MR),
-                            b: src.as_ptr().add(j0),
-                            rows_b: rows.as_ptr().add(d0),
-                            c: c.as_mut_ptr().cast::<f32>().add(panel * MR * ldc + j0),
-                            ldc,
-                            accumulate: accumulate || d0 > 0,
-                        };
-                        tile(tile_rows, cols, op);
-                    }
+            for (panel, pa) in a.data.chunks_exact(k * MR).enumerate() {
+                let tile_rows = MR.min(m - panel * MR);
+                // SAFETY: the version's instructions are present (`runs_here`); the panel
+                // holds k·MR values; every B row has `width ≥ j0 + cols` values from `rows[d]`
+                // inside `src`, and the tile reads only those `cols` columns; C's rows
+                // panel·MR + r (r < tile_rows) have `j0 + cols ≤ width` values at stride ldc
+                // inside `c` (asserts above).
+                unsafe {
+                    let op = x86::Operands {
+                        k,
+                        a: pa.as_ptr(),
+                        b: src.as_ptr().add(j0),
+                        rows_b: rows.as_ptr(),
+                        c: c.as_mut_ptr().cast::<f32>().add(panel * MR * ldc + j0),
+                        ldc,
+                        accumulate,
+                    };
+                    tile(tile_rows, cols, op);
                 }
             }
         }
@@ -469,7 +456,7 @@ mod tests {
             (7, 4, 64),
             (12, 6, 129),
             (3, 2, 100),
-            // deeper than one depth block of either version (96 and 384 steps)
+            // deep products, where rounding grows with the depth
             (7, 300, 70),
             (13, 1000, 20),
         ];
