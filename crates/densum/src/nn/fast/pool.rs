@@ -95,7 +95,9 @@ fn max_kernel(
                 }
                 for ox in 0..ow {
                     let (x0, x1) = win.span(ox, w);
-                    let best = cols[x0..x1].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let best = cols[x0..x1]
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                     out[oy * ow + ox].write(best);
                     if let Some(i) = idx.get_mut(oy * ow + ox) {
                         // The first position holding the maximum, in row-major order.
