@@ -8,8 +8,8 @@
 //! of `[8, 64, 112, 112]` took 35 ms forward and 97 ms forward + backward. Here each output
 //! plane is one pass over its input rows. The average pool's backward spreads `dy / s²` over
 //! each window; the max pool keeps the position of each window's maximum (the first one in
-//! row-major order on ties) and its backward adds `dy` there. Other windows (overlapping average, dilated or ceil-mode
-//! max), dtypes and backends use Burn's `forward`.
+//! row-major order on ties) and its backward adds `dy` there. Other windows (overlapping
+//! average, dilated or ceil-mode max), dtypes and backends use Burn's `forward`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -28,7 +28,7 @@ use super::probe::{self, Kernel};
 use super::tensor::{flex, values};
 use super::{Op, applies};
 
-/// Block average pooling.
+/// Block average pooling and window max pooling.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastPoolBackend: Backend {
     /// Mean of each non-overlapping `s x s` window of `x` `[N, C, H, W]`: `[N, C, H/s, W/s]`
