@@ -7,7 +7,9 @@
 //!
 //! `cargo run --release -p densum --example op_profile [-- --batch 64 --reps 3]`; with
 //! `--net densenet121` the shapes are DenseNet-121's at 224x224 instead (use `--batch 8`; a
-//! block's 1x1 convolutions as one row at the block's mean input width).
+//! block's 1x1 convolutions as one row at the block's mean input width), with `--net
+//! resnet50` ResNet-50's at 224x224. `--fast-only` skips Burn's generic convolution, `--kernel
+//! 3` keeps only the 3x3 convolutions.
 
 use std::time::Instant;
 
@@ -61,6 +63,34 @@ const DENSENET121: &[(usize, usize, usize, usize, usize, usize)] = &[
     (128, 32, 3, 1, 7, 16),
 ];
 
+/// ResNet-50 (torchvision, stride on the 3x3) at 224x224, same columns: the stem, per stage
+/// its 1x1 reductions, 3x3s (the strided first one apart), expansions and projection.
+const RESNET50: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (3, 64, 7, 2, 224, 1),
+    (64, 64, 1, 1, 56, 1),
+    (256, 64, 1, 1, 56, 2),
+    (64, 64, 3, 1, 56, 3),
+    (64, 256, 1, 1, 56, 4),
+    (256, 128, 1, 1, 56, 1),
+    (128, 128, 3, 2, 56, 1),
+    (256, 512, 1, 2, 56, 1),
+    (512, 128, 1, 1, 28, 3),
+    (128, 128, 3, 1, 28, 3),
+    (128, 512, 1, 1, 28, 4),
+    (512, 256, 1, 1, 28, 1),
+    (256, 256, 3, 2, 28, 1),
+    (512, 1024, 1, 2, 28, 1),
+    (1024, 256, 1, 1, 14, 5),
+    (256, 256, 3, 1, 14, 5),
+    (256, 1024, 1, 1, 14, 6),
+    (1024, 512, 1, 1, 14, 1),
+    (512, 512, 3, 2, 14, 1),
+    (1024, 2048, 1, 2, 14, 1),
+    (2048, 512, 1, 1, 7, 2),
+    (512, 512, 3, 1, 7, 2),
+    (512, 2048, 1, 1, 7, 3),
+];
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -111,21 +141,36 @@ fn main() {
     {
         None => CONVS,
         Some(Some(net)) if net == "densenet121" => DENSENET121,
-        Some(other) => panic!("--net takes densenet121, not {other:?}"),
+        Some(Some(net)) if net == "resnet50" => RESNET50,
+        Some(other) => panic!("--net takes densenet121 or resnet50, not {other:?}"),
     };
+    // `--fast-only`: skip Burn's generic convolution (its columns print as 0) for quick A/B
+    // runs of densum's kernels; `--kernel K`: only the convolutions with a KxK kernel.
+    let fast_only = args.iter().any(|a| a == "--fast-only");
+    let only_kernel = arg("--kernel", 0);
     for &(ci, co, k, s, hw, n) in convs {
+        if only_kernel != 0 && k != only_kernel {
+            continue;
+        }
         let opts = ConvOptions::new([s, s], [k / 2, k / 2], [1, 1], 1);
         let x = rnd([batch, ci, hw, hw], &dev);
         let w = rnd([co, ci, k, k], &dev);
-        let fwd = time(reps, || {
-            let _ = conv2d(x.clone(), w.clone(), None, opts.clone()).into_data();
-        });
+        let fwd = if fast_only {
+            0.0
+        } else {
+            time(reps, || {
+                let _ = conv2d(x.clone(), w.clone(), None, opts.clone()).into_data();
+            })
+        };
         let fwd_fast = time(reps, || {
             let _ = conv2d_fast(x.clone(), w.clone(), opts.clone()).into_data();
         });
         // Forward + backward with one of input / weight requiring a gradient, minus the
         // forward: the time of that gradient alone.
         let grad_time = |fast: bool, of_input: bool| {
+            if fast_only && !fast {
+                return 0.0;
+            }
             let xa = rnd([batch, ci, hw, hw], &ad);
             let wa = rnd([co, ci, k, k], &ad);
             let (xa, wa) = if of_input {

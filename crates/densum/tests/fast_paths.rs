@@ -113,6 +113,20 @@ fn check_options(
     options: ConvOptions<2>,
     tiled: Option<Tiled>,
 ) {
+    check_kernels(n, c, o, hw, k, options, &conv_kernels(k, tiled));
+}
+
+/// Values and both gradients of the fast convolution against Burn's, the fast side running
+/// exactly the kernels `expected`.
+fn check_kernels(
+    n: usize,
+    c: usize,
+    o: usize,
+    hw: [usize; 2],
+    k: usize,
+    options: ConvOptions<2>,
+    expected: &[(Kernel, u64)],
+) {
     let device = Device::flex().autodiff();
     assert!(
         fast::enabled(&device),
@@ -128,7 +142,7 @@ fn check_options(
         counted(|| run(|x, w, o| conv2d(x, w, None, o), &x, &w, &dy, &options));
     let ((y1, dx1, dw1), fast) = counted(|| run(conv2d_fast, &x, &w, &dy, &options));
     assert_ran(&generic, &[], &format!("reference {case}"));
-    assert_ran(&fast, &conv_kernels(k, tiled), &case);
+    assert_ran(&fast, expected, &case);
     assert_eq!(y1.dims(), y0.dims(), "{case}");
     assert_eq!(dx1.dims(), dx0.dims(), "{case}");
     assert_eq!(dw1.dims(), dw0.dims(), "{case}");
@@ -180,6 +194,51 @@ fn tiled_convolutions_match_generic() {
     check(2, 6, 11, [16, 16], 3, 1, 1, both);
     check(1, 3, 5, [18, 16], 5, 1, 2, both); // 5x5, pad 2
     check(2, 4, 6, [16, 16], 3, 2, 1, GEMM); // strided: not tiled, the gemm path
+}
+
+/// Whether stride-1 3x3 convolutions with enough channels should run through Winograd's
+/// F(2x2, 3x3): the tile kernel runs and `DENSUM_WINOGRAD=0` is not set.
+fn winograd_expected() -> bool {
+    tile_expected() && std::env::var("DENSUM_WINOGRAD").map_or(true, |v| v != "0")
+}
+
+/// Stride-1 3x3 convolutions with padding 1, at least 16 channels each way and planes at least
+/// 8 wide run through Winograd's F(2x2, 3x3) (`nn/fast/conv/winograd.rs`), forward and input
+/// gradient. Odd and non-square planes reach the cropped last tile row and column; a batch of
+/// 5 makes chunks of tile rows that span images; one-row planes have every tile row cropped.
+/// 7-wide planes and 15 channels stay on the direct kernels (and a one-row plane there
+/// exercises im2col's fully shifted-out taps).
+#[test]
+fn winograd_convolutions_match_generic() {
+    let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    for (n, c, o, hw) in [
+        (2, 16, 16, [8, 8]),
+        (5, 24, 20, [8, 9]),
+        (2, 17, 33, [9, 14]),
+        (1, 32, 16, [1, 9]),
+        (3, 20, 18, [16, 15]),
+        (5, 24, 20, [7, 7]),
+        (1, 32, 16, [1, 5]),
+        (2, 15, 16, [8, 8]),
+    ] {
+        let expected = if winograd_expected() && hw[1] >= 8 && c >= 16 {
+            vec![
+                (Kernel::ConvWinograd, 1),
+                (Kernel::ConvInputGradWinograd, 1),
+                (Kernel::ConvWeightGrad, 1),
+            ]
+        } else {
+            let tiled = hw[1] >= 16;
+            conv_kernels(
+                3,
+                Some(Tiled {
+                    forward: tiled,
+                    input_grad: tiled,
+                }),
+            )
+        };
+        check_kernels(n, c, o, hw, 3, same.clone(), &expected);
+    }
 }
 
 #[test]

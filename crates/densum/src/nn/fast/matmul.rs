@@ -17,6 +17,33 @@ use super::buffer::as_uninit;
 /// the `m × n` matrix without reading it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_raw(
+    shape: (usize, usize, usize),
+    dst: &mut [MaybeUninit<f32>],
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) {
+    gemm_on(
+        1,
+        shape,
+        dst,
+        dst_strides,
+        accumulate,
+        a,
+        a_strides,
+        b,
+        b_strides,
+    );
+}
+
+/// [`gemm_raw`] split by the `gemm` crate over `threads` rayon threads: for one large product
+/// that has no images to parallelise over (a whole batch's weight gradient).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_on(
+    threads: usize,
     (m, n, k): (usize, usize, usize),
     dst: &mut [MaybeUninit<f32>],
     (dst_rs, dst_cs): (usize, usize),
@@ -52,7 +79,11 @@ pub(crate) fn gemm_raw(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }

@@ -29,7 +29,10 @@
 //!   for A/B timing in the same binary (tests/fast_paths.rs checks both against the generic
 //!   path).
 //!
-//! Both environment variables are read once per process.
+//! - `DENSUM_WINOGRAD=0`, likewise a kernel choice: stride-1 3x3 convolutions keep the direct
+//!   kernels instead of Winograd's F(2x2, 3x3) ([`winograd_enabled`], `conv/winograd.rs`).
+//!
+//! The environment variables are read once per process.
 
 pub mod conv;
 pub mod dense_head;
@@ -67,6 +70,14 @@ pub fn enabled(device: &Device) -> bool {
 pub fn tile_kernel_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| tile_gemm::available() && switch_on("DENSUM_TILE_GEMM"))
+}
+
+/// Whether stride-1 3x3 convolutions may run through Winograd's F(2x2, 3x3) (on the tile
+/// kernel, so only where [`tile_kernel_enabled`]), unless the environment sets
+/// `DENSUM_WINOGRAD=0` (see the module documentation).
+pub fn winograd_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| tile_kernel_enabled() && switch_on("DENSUM_WINOGRAD"))
 }
 
 /// The operations [`with_generic`] can send to Burn's generic path one at a time.

@@ -24,12 +24,18 @@ pub enum Kernel {
     /// Convolution forward of a stride-1 "same" convolution on the AVX2 + FMA tile kernel, over
     /// shifted views of a padded copy of the image.
     ConvTileShifted,
+    /// Convolution forward of a stride-1 3x3 convolution (padding 1) through Winograd's
+    /// F(2x2, 3x3) on the tile kernel (see `conv/winograd.rs`).
+    ConvWinograd,
     /// The folded inference convolution + batch norm (its forward is one of the three above).
     ConvAffine,
     /// Convolution input gradient through the `gemm` crate and col2im.
     ConvInputGradGemm,
     /// Convolution input gradient as a tiled forward of the rotated weights.
     ConvInputGradTile,
+    /// Convolution input gradient of a stride-1 3x3 convolution through Winograd's F(2x2, 3x3)
+    /// (a forward of the rotated weights).
+    ConvInputGradWinograd,
     /// Convolution weight gradient (im2col + `gemm`).
     ConvWeightGrad,
     /// Burn's own convolution (forward or gradient) inside the extension, for a case the kernels
@@ -73,13 +79,15 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 25] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
+        Kernel::ConvWinograd,
         Kernel::ConvAffine,
         Kernel::ConvInputGradGemm,
         Kernel::ConvInputGradTile,
+        Kernel::ConvInputGradWinograd,
         Kernel::ConvWeightGrad,
         Kernel::ConvGeneric,
         Kernel::BatchNormStats,

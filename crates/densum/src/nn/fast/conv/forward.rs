@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
+use super::winograd;
 use crate::nn::fast::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
 use crate::nn::fast::matmul::gemm_raw;
 use crate::nn::fast::probe::{self, Kernel};
@@ -51,6 +52,12 @@ impl Epilogue<'_> {
 /// Forward `[N, O, OH, OW]`: `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)`, images in parallel, with
 /// an optional epilogue applied to each image's output while it is in cache.
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
+    if winograd::applies(g) {
+        probe::hit(Kernel::ConvWinograd);
+        let u =
+            winograd::transform_weights(g.o, g.c, |o, c, i, j| w[((o * g.c + c) * 3 + i) * 3 + j]);
+        return winograd::forward(g, x, &u, epilogue);
+    }
     if let Some(how) = tiled_forward(g) {
         probe::hit(how.kernel());
         let k = g.k();

@@ -153,12 +153,15 @@ impl Geom {
         })
     }
 
-    /// The part `[lo, hi)` of output rows `oy0..oy1` whose shifted input index lies in the plane.
+    /// The part `[lo, hi)` of output rows `oy0..oy1` whose shifted input index lies in the
+    /// plane, inside `[oy0·OW, oy1·OW]` even when it is empty (a one-row plane's outer taps
+    /// shift every position out of the plane).
     fn clip(&self, oy0: usize, oy1: usize, shift: isize) -> (usize, usize) {
         let plane = (self.h * self.w) as isize;
+        let end = oy1 * self.ow;
         let lo = ((oy0 * self.ow) as isize).max(-shift).max(0) as usize;
-        let hi = ((oy1 * self.ow) as isize).min(plane - shift).max(0) as usize;
-        (lo, hi)
+        let hi = ((end as isize).min(plane - shift).max(0) as usize).min(end);
+        (lo.min(end), hi)
     }
 
     /// dx[C, H, W] += col2im(dcol[K, P]) for one image (the adjoint of [`Self::im2col`]).

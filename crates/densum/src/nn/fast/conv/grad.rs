@@ -15,12 +15,20 @@ use rayon::prelude::*;
 
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
+use super::winograd;
 use crate::nn::fast::buffer::{
     as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
 };
-use crate::nn::fast::matmul::{gemm, gemm_raw};
+use crate::nn::fast::matmul::{gemm, gemm_on, gemm_raw};
 use crate::nn::fast::probe::{self, Kernel};
 use crate::nn::fast::tile_gemm::PackedA;
+
+/// Positions per plane below which the weight gradient is one product over the whole batch
+/// ([`weight_grad_batch`]).
+const BATCH_POSITIONS: usize = 256;
+
+/// Largest whole-batch column matrix (values, 64 MB) [`weight_grad_batch`] builds.
+const BATCH_VALUES: usize = 16 << 20;
 
 /// Weight gradient `[O, C, kh, kw]`: images split into one chunk per thread, each chunk
 /// accumulating its own partial sum, partial sums added at the end.
@@ -33,10 +41,13 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     probe::hit(Kernel::ConvWeightGrad);
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    let transposed = k >= g.o;
-    let dst_strides = if transposed { (1, g.o) } else { (k, 1) };
+    if p < BATCH_POSITIONS && k * g.n * p <= BATCH_VALUES {
+        return weight_grad_batch(g, x, dy);
+    }
     let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
     let per = g.n.div_ceil(threads).max(1);
+    let transposed = k >= g.o;
+    let dst_strides = if transposed { (1, g.o) } else { (k, 1) };
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
@@ -104,9 +115,86 @@ fn input_grad_tiled(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     Some(forward_tiled(&t, how, dy, &a, None))
 }
 
+/// The weight gradient of a small-plane convolution as one product over the whole batch:
+/// `dW[O, K] = dY[O, N·P] · col[K, N·P]ᵀ`, the images' columns side by side.
+///
+/// Why: per image the product's depth is only `P` (49 at 7x7) while each product reads and
+/// writes all of `dW` (9.4 MB for a 512 → 512 3x3), and per-thread partial sums then need
+/// adding and transposing. Here the columns are gathered once (images in parallel) and the
+/// `gemm` crate splits one deep product over the threads, writing `dW` in its own layout.
+fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let (img_in, img_out, width) = (g.c * g.h * g.w, g.o * p, g.n * p);
+    let mut cols = uninit_buffer(k * width);
+    let mut dys = uninit_buffer(g.o * width);
+    // Image n's columns are columns n·P.. of every row: gathered per image in parallel,
+    // through a raw pointer since images interleave within rows.
+    let (cols_at, dys_at) = (Shared(cols.as_mut_ptr()), Shared(dys.as_mut_ptr()));
+    (0..g.n).into_par_iter().for_each(|n| {
+        let place = |src: &[f32], dst: Shared, rows: usize| {
+            for (r, s) in src.chunks_exact(p).take(rows).enumerate() {
+                // SAFETY: row r's columns n·P..(n+1)·P lie inside the [rows, N·P] buffer and
+                // only image n writes them.
+                let d = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * width + n * p), p) };
+                for (d, &v) in d.iter_mut().zip(s) {
+                    d.write(v);
+                }
+            }
+        };
+        let xs = &x[n * img_in..][..img_in];
+        if g.pointwise() {
+            place(xs, cols_at, k);
+        } else {
+            with_scratch(k * p, |col| {
+                g.im2col(xs, col);
+                place(col, cols_at, k);
+            });
+        }
+        place(&dy[n * img_out..][..img_out], dys_at, g.o);
+    });
+    // SAFETY: every image wrote its columns of every row of both buffers.
+    let (cols, dys) = unsafe { (assume_init(cols), assume_init(dys)) };
+    let mut dw = uninit_buffer(g.o * k);
+    gemm_on(
+        rayon::current_num_threads(),
+        (g.o, k, width),
+        &mut dw,
+        (k, 1),
+        false,
+        &dys,
+        (width, 1),
+        &cols,
+        (1, width),
+    );
+    // SAFETY: the product wrote all of dW.
+    unsafe { assume_init(dw) }
+}
+
+/// A buffer the images of [`weight_grad_batch`] fill side by side.
+#[derive(Clone, Copy)]
+struct Shared(*mut MaybeUninit<f32>);
+
+// SAFETY: each image writes only its own columns (see `weight_grad_batch`).
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
 /// Input gradient `[N, C, H, W]`: on the tile kernel where [`input_grad_tiled`] applies,
 /// otherwise one GEMM (and col2im) per image, images in parallel.
 pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    // dX = conv(dY, W') as in `input_grad_tiled`, with W' transformed straight from W.
+    let t = Geom {
+        c: g.o,
+        o: g.c,
+        ..*g
+    };
+    if winograd::applies(&t) {
+        probe::hit(Kernel::ConvInputGradWinograd);
+        let u = winograd::transform_weights(g.c, g.o, |c, o, i, j| {
+            w[((o * g.c + c) * 3 + 2 - i) * 3 + 2 - j]
+        });
+        return winograd::forward(&t, dy, &u, None);
+    }
     if let Some(dx) = input_grad_tiled(g, w, dy) {
         probe::hit(Kernel::ConvInputGradTile);
         return dx;

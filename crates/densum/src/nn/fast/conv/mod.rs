@@ -7,6 +7,8 @@
 //!   while each image's output is in cache;
 //! - `tiled.rs`: the shapes that take the tile kernel and how it reads them (1x1 input bands,
 //!   shifted views of a padded image);
+//! - `winograd.rs`: stride-1 3x3 convolutions (and their input gradients) through Winograd's
+//!   F(2x2, 3x3), 2.25x fewer multiplications;
 //! - `grad.rs`: weight gradient `dW[O, C·kh·kw] += dY_n · col(X_n)ᵀ`, input gradient
 //!   `col(dX_n) = Wᵀ · dY_n` then col2im, or a tiled forward of the rotated weights;
 //! - `adapter.rs`: the tensor-level entry points ([`conv2d_fast`], [`conv_forward`]);
@@ -26,6 +28,7 @@ mod forward;
 mod geom;
 mod grad;
 mod tiled;
+mod winograd;
 
 pub(crate) use adapter::fast_conv_options;
 pub use adapter::{conv_forward, conv2d_fast};

@@ -1,0 +1,320 @@
+//! Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for
+//! Convolutional Neural Networks", CVPR 2016) for stride-1 3x3 convolutions with padding 1:
+//! the forward, and the input gradient (the same kind of convolution with the kernel rotated).
+//!
+//! Why: a direct 3x3 convolution spends 36 multiplications on each 2x2 block of outputs per
+//! input channel; Winograd's algorithm spends 16, so the products shrink by 2.25x. At the speed
+//! the products already run (near one core's peak, docs/results/speed.md), fewer
+//! multiplications is the one way left to outrun oneDNN, which runs these convolutions directly
+//! on CPUs.
+//!
+//! With `d` a 4x4 input tile (tiles overlap by 2), `g` a 3x3 kernel and the constant matrices
+//! `B`, `G`, `A` below, the 2x2 output tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`. Summed over input
+//! channels, each of the 16 transformed positions `ξ` is a matrix product
+//! `M_ξ[O, T] = U_ξ[O, C] · V_ξ[C, T]` over tiles `T`: the weights are transformed and packed
+//! once per call (`U`), the input a chunk of tile rows at a time (`V`, sized to stay in cache),
+//! and the 16 products run on [`tile_gemm`](crate::nn::fast::tile_gemm). Chunks of tile rows
+//! run in parallel and may span images, so the last stages' 7x7 planes still get long products.
+//!
+//! The transforms' coefficients are 0, ±1 and ½, so rounding stays at the level of the direct
+//! convolution's (tests/fast_paths.rs compares values and gradients with Burn's convolution).
+//! `DENSUM_WINOGRAD=0` switches it off (see `nn/fast/mod.rs`).
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::forward::Epilogue;
+use super::geom::Geom;
+use crate::nn::fast::buffer::{as_uninit, assume_init, uninit_buffer, with_scratch};
+use crate::nn::fast::tile_gemm::{PackedA, product, strided_rows};
+
+/// Transformed positions of a 4x4 tile: one matrix product each.
+const XI: usize = 16;
+
+/// Fewest input and output channels for which the transforms pay off: below this the products
+/// are too shallow to hide the transforms' passes over memory (measured with `op_profile`,
+/// see [`applies`]).
+const MIN_CHANNELS: usize = 16;
+
+/// Narrowest plane: at 7x7 the 2x2 tiles cover 8x8 (31 % wasted) and ResNet-50's 7x7 3x3
+/// (512 → 512, batch 8) measured slower than the direct kernels (`op_profile --net resnet50`).
+const MIN_WIDTH: usize = 8;
+
+/// Values of `V` and `M` per chunk (2 MB): they stay in L2 or close to it between the input
+/// transform, the products and the output transform.
+const CHUNK_VALUES: usize = 512 * 1024;
+
+/// Whether `g` runs through Winograd's algorithm: a 3x3 kernel, stride 1, padding 1 (so the
+/// output has the input's size), enough channels both ways, the tile kernel available, and
+/// the environment not switching it off.
+pub(super) fn applies(g: &Geom) -> bool {
+    crate::nn::fast::winograd_enabled()
+        && (g.kh, g.kw) == (3, 3)
+        && g.stride == [1, 1]
+        && g.pad == [1, 1]
+        && (g.oh, g.ow) == (g.h, g.w)
+        && g.c >= MIN_CHANNELS
+        && g.o >= MIN_CHANNELS
+        && g.w >= MIN_WIDTH
+}
+
+/// The 16 matrices `U_ξ[O, C] = (G g_oc Gᵀ)_ξ`, packed for the tile kernel, of the kernels
+/// `g_oc[i][j] = w(o, c, i, j)`. `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
+pub(super) fn transform_weights(
+    o: usize,
+    c: usize,
+    w: impl Fn(usize, usize, usize, usize) -> f32 + Sync,
+) -> Vec<PackedA> {
+    // Per output channel: [ξ][c], so each U_ξ's row is contiguous when packed below.
+    let per_o: Vec<Vec<f32>> = (0..o)
+        .into_par_iter()
+        .map(|oo| {
+            let mut u = vec![0f32; XI * c];
+            for cc in 0..c {
+                // G g: the three kernel rows combined (row-wise over columns).
+                let k = |i: usize, j: usize| w(oo, cc, i, j);
+                let mut ggt = [[0f32; 3]; 4];
+                for j in 0..3 {
+                    let col = g_rows([k(0, j), k(1, j), k(2, j)]);
+                    for i in 0..4 {
+                        ggt[i][j] = col[i];
+                    }
+                }
+                // (G g) Gᵀ: each row of G g combined over its three columns.
+                for (i, row) in ggt.iter().enumerate() {
+                    for (j, v) in g_rows(*row).into_iter().enumerate() {
+                        u[(i * 4 + j) * c + cc] = v;
+                    }
+                }
+            }
+            u
+        })
+        .collect();
+    (0..XI)
+        .into_par_iter()
+        .map(|xi| PackedA::new(o, c, |r, d| per_o[r][xi * c + d]))
+        .collect()
+}
+
+/// `G · [a, b, d]ᵀ`: `[a, (a + b + d)/2, (a − b + d)/2, d]`.
+fn g_rows([a, b, d]: [f32; 3]) -> [f32; 4] {
+    [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
+}
+
+/// Tile rows (a tile row is one image's row of 2-high tiles) per chunk and the chunk count.
+fn chunking(g: &Geom, tile_rows: usize, tw: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads().max(1);
+    let per = (CHUNK_VALUES / (XI * (g.c + g.o) * tw).max(1))
+        .max(1)
+        .min(tile_rows.div_ceil(threads).max(1));
+    (per, tile_rows.div_ceil(per))
+}
+
+/// A destination shared by the chunks, each writing rows no other chunk writes.
+#[derive(Clone, Copy)]
+struct Shared(*mut MaybeUninit<f32>);
+
+// SAFETY: chunks write disjoint output rows (see `transform_output`), so sharing the pointer
+// across threads never lets two threads touch one value.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+/// The convolution `g` (3x3, stride 1, padding 1; [`applies`]) of `x` `[N, C, H, W]` with the
+/// transformed weights `u` ([`transform_weights`]), as `[N, O, H, W]`, with the epilogue
+/// applied as each output value is written.
+pub(super) fn forward(g: &Geom, x: &[f32], u: &[PackedA], epilogue: Option<Epilogue>) -> Vec<f32> {
+    debug_assert_eq!(u.len(), XI);
+    let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+    let tile_rows = g.n * th;
+    let (per, chunks) = chunking(g, tile_rows, tw);
+    // V_ξ and M_ξ rows are `tb` apart in every chunk (the last one may fill fewer).
+    let tb = per * tw;
+    let rows_v = strided_rows(g.c, tb);
+    let mut y = uninit_buffer(g.n * g.o * g.h * g.w);
+    let out = Shared(y.as_mut_ptr());
+    let row_scratch = 10 * (tw + 1);
+    (0..chunks).into_par_iter().for_each(|chunk| {
+        let rows = chunk * per..((chunk + 1) * per).min(tile_rows);
+        let width = rows.len() * tw;
+        with_scratch(XI * (g.c + g.o) * tb + row_scratch, |buf| {
+            let (v, rest) = buf.split_at_mut(XI * g.c * tb);
+            let (m, tmp) = rest.split_at_mut(XI * g.o * tb);
+            transform_input(g, x, rows.clone(), tb, v, tmp);
+            for (xi, (v_xi, m_xi)) in v
+                .chunks_exact(g.c * tb)
+                .zip(m.chunks_exact_mut(g.o * tb))
+                .enumerate()
+            {
+                product(&u[xi], v_xi, &rows_v, width, as_uninit(m_xi), tb, false);
+            }
+            // SAFETY: `rows` is this chunk's alone (chunks partition the tile rows).
+            unsafe { transform_output(g, m, rows, tb, out, epilogue, tmp) };
+        });
+    });
+    // SAFETY: every output row belongs to one tile row, and every tile row's chunk wrote all
+    // of its rows' values (`transform_output` writes each row in full).
+    unsafe { assume_init(y) }
+}
+
+/// `V_ξ[c, t] = (Bᵀ d B)_ξ` for the tiles `t` of the tile rows `rows` (local index `(row −
+/// rows.start)·TW + tx`), with `d` the 4x4 input tile whose top-left corner is input position
+/// `(2·ty − 1, 2·tx − 1)` (zero outside the image).
+/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
+///
+/// Per tile row and channel: the four input rows are split into even and odd padded columns
+/// (`e[t] = d[2t]`, `o[t] = d[2t + 1]`), combined row-wise by `Bᵀ`, then column-wise, so every
+/// loop runs over the tiles of a row, contiguous in `V`.
+fn transform_input(
+    g: &Geom,
+    x: &[f32],
+    rows: Range<usize>,
+    tb: usize,
+    v: &mut [f32],
+    tmp: &mut [f32],
+) {
+    let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+    let (hw, ne) = (g.h * g.w, tw + 1);
+    let (even, rest) = tmp.split_at_mut(4 * ne);
+    let (odd, rest) = rest.split_at_mut(4 * ne);
+    let (re, ro) = rest.split_at_mut(ne);
+    let ro = &mut ro[..ne];
+    for c in 0..g.c {
+        for (local, r) in rows.clone().enumerate() {
+            let (n, ty) = (r / th, r % th);
+            let plane = &x[(n * g.c + c) * hw..][..hw];
+            for i in 0..4 {
+                let (e, o) = (&mut even[i * ne..][..ne], &mut odd[i * ne..][..ne]);
+                // Padded row 2·ty + i is input row 2·ty + i − 1.
+                let iy = (2 * ty + i).wrapping_sub(1);
+                if iy >= g.h {
+                    e.fill(0.0);
+                    o.fill(0.0);
+                    continue;
+                }
+                // Padded column p is input column p − 1.
+                // e[t] = src[2t − 1], o[t] = src[2t]: one pass over the pairs of the row, then
+                // the padding (e[0], and the columns past the row's end).
+                let src = &plane[iy * g.w..][..g.w];
+                let pairs = src.chunks_exact(2);
+                let last = pairs.remainder().first().copied();
+                let full = g.w / 2;
+                for ((pair, o), e) in pairs.zip(o.iter_mut()).zip(e[1..].iter_mut()) {
+                    *o = pair[0];
+                    *e = pair[1];
+                }
+                e[0] = 0.0;
+                e[full + 1..].fill(0.0);
+                o[full] = last.unwrap_or(0.0);
+                o[full + 1..].fill(0.0);
+            }
+            let j0 = local * tw;
+            // Bᵀ's rows: d0 − d2, d1 + d2, d2 − d1, d1 − d3.
+            for (i, (p, q, sign)) in [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0f32)]
+                .into_iter()
+                .enumerate()
+            {
+                let combine = |src: &[f32], dst: &mut [f32]| {
+                    let (a, b) = (&src[p * ne..][..ne], &src[q * ne..][..ne]);
+                    for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                        *d = a + sign * b;
+                    }
+                };
+                combine(even, re);
+                combine(odd, ro);
+                // Then B over columns: e_t − e_{t+1}, o_t + e_{t+1}, e_{t+1} − o_t, o_t − o_{t+1}.
+                let at = |jj: usize| (((i * 4 + jj) * g.c + c) * tb) + j0;
+                let (e0, e1, o0, o1) = (&re[..tw], &re[1..], &ro[..tw], &ro[1..]);
+                let dst = &mut v[at(0)..][..tw];
+                for ((d, &a), &b) in dst.iter_mut().zip(e0).zip(e1) {
+                    *d = a - b;
+                }
+                let dst = &mut v[at(1)..][..tw];
+                for ((d, &a), &b) in dst.iter_mut().zip(o0).zip(e1) {
+                    *d = a + b;
+                }
+                let dst = &mut v[at(2)..][..tw];
+                for ((d, &a), &b) in dst.iter_mut().zip(e1).zip(o0) {
+                    *d = a - b;
+                }
+                let dst = &mut v[at(3)..][..tw];
+                for ((d, &a), &b) in dst.iter_mut().zip(o0).zip(o1) {
+                    *d = a - b;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the output rows of the tile rows `rows` from `M_ξ[o, t]`: `Aᵀ m A` per tile with
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, cropped to the image, through the epilogue.
+///
+/// # Safety
+/// `out` must point to the `[N, O, H, W]` output, and no other thread may write the output
+/// rows of `rows` (rows `2·ty` and `2·ty + 1` of every channel of the tile rows' images).
+unsafe fn transform_output(
+    g: &Geom,
+    m: &[f32],
+    rows: Range<usize>,
+    tb: usize,
+    out: Shared,
+    epilogue: Option<Epilogue>,
+    tmp: &mut [f32],
+) {
+    let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+    let (s, rest) = tmp.split_at_mut(4 * tw);
+    let (y0, rest) = rest.split_at_mut(tw);
+    let y1 = &mut rest[..tw];
+    for o in 0..g.o {
+        let (scale, shift, relu) =
+            epilogue.map_or((1.0, 0.0, false), |e| (e.scale[o], e.shift[o], e.relu));
+        for (local, r) in rows.clone().enumerate() {
+            let (n, ty) = (r / th, r % th);
+            let j0 = local * tw;
+            let mm = |xi: usize| &m[(xi * g.o + o) * tb + j0..][..tw];
+            for a in 0..2 {
+                let oy = 2 * ty + a;
+                if oy >= g.h {
+                    break;
+                }
+                // Aᵀ's row a over the tile's rows, for each of its four columns jj.
+                for jj in 0..4 {
+                    let dst = &mut s[jj * tw..][..tw];
+                    let (m0, m1, m2, m3) = (mm(jj), mm(4 + jj), mm(8 + jj), mm(12 + jj));
+                    if a == 0 {
+                        for (((d, &p), &q), &r) in dst.iter_mut().zip(m0).zip(m1).zip(m2) {
+                            *d = p + q + r;
+                        }
+                    } else {
+                        for (((d, &p), &q), &r) in dst.iter_mut().zip(m1).zip(m2).zip(m3) {
+                            *d = p - q - r;
+                        }
+                    }
+                }
+                // Then A over the columns, and the epilogue.
+                let (s0, s1, s2, s3) = (&s[..tw], &s[tw..2 * tw], &s[2 * tw..3 * tw], &s[3 * tw..]);
+                for t in 0..tw {
+                    let f = |v: f32| {
+                        let v = v * scale + shift;
+                        if relu { v.max(0.0) } else { v }
+                    };
+                    y0[t] = f(s0[t] + s1[t] + s2[t]);
+                    y1[t] = f(s1[t] - s2[t] - s3[t]);
+                }
+                // SAFETY: row (n, o, oy) lies inside the output, and only this chunk writes it
+                // (the caller's contract).
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(out.0.add(((n * g.o + o) * g.h + oy) * g.w), g.w)
+                };
+                for (pair, (&p, &q)) in row.chunks_mut(2).zip(y0.iter().zip(y1.iter())) {
+                    pair[0].write(p);
+                    if let Some(second) = pair.get_mut(1) {
+                        second.write(q);
+                    }
+                }
+            }
+        }
+    }
+}
