@@ -23,22 +23,31 @@ fn channel_mean(x: Tensor<4>) -> Tensor<4> {
     x.mean_dim(0).mean_dim(2).mean_dim(3)
 }
 
-fn check_head(terms: usize) {
-    let device = Device::flex().autodiff();
-    let (n, h, w, o) = (3, 5, 7, 5);
-    let eps = 1e-5;
-    // Parts of different widths, means and spreads, so that every slice and the gradient
-    // through the statistics matter.
+/// `terms` parts `[n, c_i, h, w]` of different widths, means and spreads, so that every slice
+/// and the gradient through the statistics matter; and their channel counts.
+fn random_parts(
+    terms: usize,
+    [n, h, w]: [usize; 3],
+    device: &Device,
+) -> (Vec<Tensor<4>>, Vec<usize>) {
     let chans: Vec<usize> = (0..terms).map(|i| 1 + (i * 3) % 5).collect();
-    let c: usize = chans.iter().sum();
-    let parts: Vec<Tensor<4>> = chans
+    let parts = chans
         .iter()
         .enumerate()
         .map(|(i, &ci)| {
             let d = Distribution::Normal(i as f64 * 0.3 - 0.5, 0.5 + 0.2 * i as f64);
-            Tensor::random([n, ci, h, w], d, &device)
+            Tensor::random([n, ci, h, w], d, device)
         })
         .collect();
+    (parts, chans)
+}
+
+fn check_head(terms: usize) {
+    let device = Device::flex().autodiff();
+    let (n, h, w, o) = (3, 5, 7, 5);
+    let eps = 1e-5;
+    let (parts, chans) = random_parts(terms, [n, h, w], &device);
+    let c: usize = chans.iter().sum();
     let normal = Distribution::Normal(0.0, 1.0);
     let weight = Tensor::<4>::random([o, c, 1, 1], normal, &device);
     let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &device);
@@ -133,16 +142,8 @@ fn inference_head_matches_composed() {
     let device = Device::flex();
     let (n, h, w, o) = (3, 5, 7, 6);
     for terms in [1, MAX_TERMS + 3] {
-        let chans: Vec<usize> = (0..terms).map(|i| 1 + (i * 3) % 5).collect();
+        let (parts, chans) = random_parts(terms, [n, h, w], &device);
         let c: usize = chans.iter().sum();
-        let parts: Vec<Tensor<4>> = chans
-            .iter()
-            .enumerate()
-            .map(|(i, &ci)| {
-                let d = Distribution::Normal(i as f64 * 0.3 - 0.5, 0.5 + 0.2 * i as f64);
-                Tensor::random([n, ci, h, w], d, &device)
-            })
-            .collect();
         let weight = Tensor::<4>::random([o, c, 1, 1], Distribution::Normal(0.0, 1.0), &device);
         let (norm1, norm2) = (random_norm(c, 0.0, &device), random_norm(o, 0.1, &device));
         for second in [false, true] {

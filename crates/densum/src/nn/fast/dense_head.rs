@@ -30,6 +30,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
+use super::epilogue::Epilogue;
 use super::matmul::{gemm, gemm_raw};
 use super::probe::{self, Kernel};
 use super::tensor::{flex, present, values};
@@ -84,6 +85,18 @@ struct Coef {
 }
 
 impl Coef {
+    /// The coefficients of `bn` with its running statistics (inference).
+    fn running(bn: &BatchNorm) -> Self {
+        let mut stats = host(bn.running_mean.value());
+        stats.extend(host(bn.running_var.value()));
+        Coef::new(
+            &stats,
+            &host(bn.gamma.val()),
+            &host(bn.beta.val()),
+            bn.epsilon,
+        )
+    }
+
     fn new(stats: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -> Self {
         let cg = gamma.len();
         Coef {
@@ -171,10 +184,8 @@ fn inference_kernel(
             });
             if let Some(f) = after {
                 // SAFETY: the GEMM above wrote all of dst.
-                let y = unsafe { assume_init_mut(dst) };
-                for ((plane, &a), &b) in y.chunks_exact_mut(s.max(1)).zip(&f.scale).zip(&f.shift) {
-                    plane.iter_mut().for_each(|v| *v = (*v * a + b).max(0.0));
-                }
+                f.epilogue()
+                    .apply(unsafe { assume_init_mut(dst) }, s.max(1));
             }
         });
     // SAFETY: every image's output was written by its GEMM.
@@ -189,12 +200,7 @@ struct Folded {
 
 impl Folded {
     fn new(bn: &BatchNorm) -> Self {
-        let coef = Coef::new(
-            &running_stats(bn),
-            &host(bn.gamma.val()),
-            &host(bn.beta.val()),
-            bn.epsilon,
-        );
+        let coef = Coef::running(bn);
         let scale: Vec<f32> = coef
             .gamma
             .iter()
@@ -206,6 +212,15 @@ impl Folded {
             .collect();
         Folded { scale, shift }
     }
+
+    /// `ReLU(x·scale + shift)` as the epilogue of the head's product.
+    fn epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            scale: &self.scale,
+            shift: &self.shift,
+            relu: true,
+        }
+    }
 }
 
 /// A small parameter tensor's values.
@@ -214,13 +229,6 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 values")
-}
-
-/// `[μ; σ²]` of `bn`'s running statistics.
-fn running_stats(bn: &BatchNorm) -> Vec<f32> {
-    let mut stats = host(bn.running_mean.value());
-    stats.extend(host(bn.running_var.value()));
-    stats
 }
 
 /// For inference on Flex (no autodiff): `conv1x1(ReLU(norm1(cat(parts))))` with `norm1`'s
@@ -260,13 +268,7 @@ pub fn dense_head_inference(
         Some(_) => return None,
         None => None,
     };
-    let stats = running_stats(norm1);
-    let coef = Coef::new(
-        &stats,
-        &host(norm1.gamma.val()),
-        &host(norm1.beta.val()),
-        norm1.epsilon,
-    );
+    let coef = Coef::running(norm1);
     let src: Vec<_> = xs.iter().map(values).collect();
     let lay = Layout {
         n,

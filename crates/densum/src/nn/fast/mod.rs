@@ -11,7 +11,7 @@
 //!   [`dense_sum`] (DSNet's dense shortcut), [`dense_head`] (a DenseNet layer's recomputing
 //!   bottleneck head);
 //! - kernels and helpers: [`matmul`] (the `gemm` crate), [`tile_gemm`] (an AVX2 + FMA register
-//!   tile), `lanes` (SIMD reductions), `buffer` (uninitialised outputs, scratch), `tensor`
+//!   tile), `epilogue` (a folded batch norm applied to a kernel's output), `lanes` (SIMD reductions), `buffer` (uninitialised outputs, scratch), `tensor`
 //!   (Flex tensors in and out of the kernels), [`probe`] (which kernel ran, for tests).
 //!
 //! # Switches
@@ -38,6 +38,7 @@ pub mod conv;
 pub mod dense_head;
 pub mod dense_sum;
 pub mod eltwise;
+pub(crate) mod epilogue;
 pub(crate) mod lanes;
 pub mod matmul;
 pub mod norm;

@@ -145,7 +145,7 @@ fn max_backward_kernel(dy: &[f32], at: &[u32], planes: usize, (h, w): (usize, us
 }
 
 /// `[n·c, h, w]` planes into `[n·c, h/s, w/s]` window means.
-fn forward_kernel(x: &[f32], planes: usize, (h, w): (usize, usize), s: usize) -> Vec<f32> {
+fn avg_kernel(x: &[f32], planes: usize, (h, w): (usize, usize), s: usize) -> Vec<f32> {
     probe::hit(Kernel::BlockAvgPool);
     let (oh, ow) = (h / s, w / s);
     let mut y = uninit_buffer(planes * oh * ow);
@@ -169,7 +169,7 @@ fn forward_kernel(x: &[f32], planes: usize, (h, w): (usize, usize), s: usize) ->
 }
 
 /// `dx` `[n·c, h, w]`: `dy / s²` over each window, zero in the dropped rows and columns.
-fn backward_kernel(dy: &[f32], planes: usize, (h, w): (usize, usize), s: usize) -> Vec<f32> {
+fn avg_backward_kernel(dy: &[f32], planes: usize, (h, w): (usize, usize), s: usize) -> Vec<f32> {
     probe::hit(Kernel::BlockAvgPoolBackward);
     let (oh, ow) = (h / s, w / s);
     let mut dx = vec![0.0f32; planes * h * w];
@@ -199,7 +199,7 @@ impl FastPoolBackend for Flex {
         let d = x.shape().to_vec();
         let (n, (h, w)) = planes(&x);
         flex(
-            forward_kernel(&values(&x), n, (h, w), s),
+            avg_kernel(&values(&x), n, (h, w), s),
             vec![d[0], d[1], h / s, w / s],
         )
     }
@@ -249,7 +249,7 @@ impl Backward<Flex, 1> for BlockAvgPoolBackward {
         let (shape, s) = ops.state;
         if let Some(node) = node {
             let planes = shape[0] * shape[1];
-            let dx = backward_kernel(&values(&grad), planes, (shape[2], shape[3]), s);
+            let dx = avg_backward_kernel(&values(&grad), planes, (shape[2], shape[3]), s);
             grads.register::<Flex>(node.id, flex(dx, shape));
         }
     }

@@ -15,39 +15,10 @@ use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
 use crate::nn::fast::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
+use crate::nn::fast::epilogue::Epilogue;
 use crate::nn::fast::matmul::gemm_raw;
 use crate::nn::fast::probe::{self, Kernel};
 use crate::nn::fast::tile_gemm::PackedA;
-
-/// Per-output-channel `y·scale + shift`, then ReLU, applied to one image's output `[O, P]`.
-#[derive(Clone, Copy)]
-pub(super) struct Epilogue<'a> {
-    pub(super) scale: &'a [f32],
-    pub(super) shift: &'a [f32],
-    pub(super) relu: bool,
-}
-
-impl Epilogue<'_> {
-    /// `dst = f(src·scale[o] + shift[o])` for values of output channel `o`.
-    pub(super) fn apply_one(&self, o: usize, src: &[f32], dst: &mut [MaybeUninit<f32>]) {
-        let (s, t) = (self.scale[o], self.shift[o]);
-        for (d, &v) in dst.iter_mut().zip(src) {
-            let v = v * s + t;
-            d.write(if self.relu { v.max(0.0) } else { v });
-        }
-    }
-
-    /// `y = f(y·scale[o] + shift[o])` over an image's output `[O, P]`, in place.
-    pub(super) fn apply(&self, y: &mut [f32], p: usize) {
-        for ((plane, &s), &t) in y.chunks_exact_mut(p).zip(self.scale).zip(self.shift) {
-            if self.relu {
-                plane.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
-            } else {
-                plane.iter_mut().for_each(|v| *v = *v * s + t);
-            }
-        }
-    }
-}
 
 /// Forward `[N, O, OH, OW]`: `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)`, images in parallel, with
 /// an optional epilogue applied to each image's output while it is in cache.

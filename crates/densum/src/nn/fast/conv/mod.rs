@@ -45,9 +45,10 @@ use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 
+use super::epilogue::Epilogue;
 use super::probe::{self, Kernel};
 use super::tensor::{flex, values};
-use forward::{Epilogue, forward};
+use forward::forward;
 use geom::Geom;
 use grad::{input_grad, weight_grad};
 

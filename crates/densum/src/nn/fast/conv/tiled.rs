@@ -11,11 +11,11 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::forward::Epilogue;
 use super::geom::Geom;
 use crate::nn::fast::buffer::{
     as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
 };
+use crate::nn::fast::epilogue::Epilogue;
 use crate::nn::fast::probe::Kernel;
 use crate::nn::fast::tile_gemm::{self, PackedA, product};
 

@@ -25,22 +25,26 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::forward::Epilogue;
 use super::geom::Geom;
 use crate::nn::fast::buffer::{as_uninit, assume_init, uninit_buffer, with_scratch};
+use crate::nn::fast::epilogue::Epilogue;
 use crate::nn::fast::tile_gemm::{PackedA, product, strided_rows};
 
 /// Transformed positions of a 4x4 tile: one matrix product each.
 const XI: usize = 16;
 
-/// Fewest input and output channels for which the transforms pay off: below this the products
-/// are too shallow to hide the transforms' passes over memory (measured with `op_profile`,
-/// see [`applies`]).
-const MIN_CHANNELS: usize = 16;
-
-/// Narrowest plane: at 7x7 the 2x2 tiles cover 8x8 (31 % wasted) and ResNet-50's 7x7 3x3
-/// (512 → 512, batch 8) measured slower than the direct kernels (`op_profile --net resnet50`).
-const MIN_WIDTH: usize = 8;
+/// Fewest input and output channels, and narrowest plane, for which the transforms pay off.
+/// The transforms cost in proportion to the channels and the products in proportion to their
+/// product, so few channels leave the saving to the transforms' passes over memory; narrow
+/// planes make short tile rows (4 tiles at 8x8) whose loops are mostly overhead, and at 7x7
+/// the 2x2 tiles cover 8x8 (31 % wasted). Measured with `op_profile --fast-only --kernel 3`
+/// (`DENSUM_WINOGRAD=0` against `=1`, 2 threads, AMD Zen 4): ResNet-50 at 224, batch 8, gains
+/// from 64 channels on 56x56 to 256 on 14x14 and loses at 512 on 7x7; ResNet-50 0.25x at 32,
+/// batch 64, loses with 16 and 32 channels and at 64 on 8x8; DenseNet-121's 128 → 32 gains
+/// nothing clear.
+const MIN_CHANNELS: usize = 64;
+/// See [`MIN_CHANNELS`].
+const MIN_WIDTH: usize = 14;
 
 /// Values of `V` and `M` per chunk (2 MB): they stay in L2 or close to it between the input
 /// transform, the products and the output transform.
@@ -268,8 +272,6 @@ unsafe fn transform_output(
     let (y0, rest) = rest.split_at_mut(tw);
     let y1 = &mut rest[..tw];
     for o in 0..g.o {
-        let (scale, shift, relu) =
-            epilogue.map_or((1.0, 0.0, false), |e| (e.scale[o], e.shift[o], e.relu));
         for (local, r) in rows.clone().enumerate() {
             let (n, ty) = (r / th, r % th);
             let j0 = local * tw;
@@ -296,12 +298,13 @@ unsafe fn transform_output(
                 // Then A over the columns, and the epilogue.
                 let (s0, s1, s2, s3) = (&s[..tw], &s[tw..2 * tw], &s[2 * tw..3 * tw], &s[3 * tw..]);
                 for t in 0..tw {
-                    let f = |v: f32| {
-                        let v = v * scale + shift;
-                        if relu { v.max(0.0) } else { v }
-                    };
-                    y0[t] = f(s0[t] + s1[t] + s2[t]);
-                    y1[t] = f(s1[t] - s2[t] - s3[t]);
+                    y0[t] = s0[t] + s1[t] + s2[t];
+                    y1[t] = s1[t] - s2[t] - s3[t];
+                }
+                if let Some(e) = epilogue {
+                    for v in y0.iter_mut().chain(y1.iter_mut()) {
+                        *v = e.value(o, *v);
+                    }
                 }
                 // SAFETY: row (n, o, oy) lies inside the output, and only this chunk writes it
                 // (the caller's contract).
