@@ -35,16 +35,17 @@ const XI: usize = 16;
 
 /// Fewest input and output channels, and narrowest plane, for which the transforms pay off.
 /// The transforms cost in proportion to the channels and the products in proportion to their
-/// product, so few channels leave the saving to the transforms' passes over memory; narrow
-/// planes make short tile rows (4 tiles at 8x8) whose loops are mostly overhead, and at 7x7
-/// the 2x2 tiles cover 8x8 (31 % wasted). Measured with `op_profile --fast-only --kernel 3`
-/// (`DENSUM_WINOGRAD=0` against `=1`, 2 threads, AMD Zen 4): ResNet-50 at 224, batch 8, gains
-/// from 64 channels on 56x56 to 256 on 14x14 and loses at 512 on 7x7; ResNet-50 0.25x at 32,
-/// batch 64, loses with 16 and 32 channels and at 64 on 8x8; DenseNet-121's 128 → 32 gains
-/// nothing clear.
-const MIN_CHANNELS: usize = 64;
+/// product, so few channels leave the saving to the transforms' passes over memory; at 7x7
+/// the 2x2 tiles cover 8x8 (31 % wasted) and the extra column of every tile row (see
+/// [`forward`]) another 25 %. Measured with `op_profile --fast-only --kernel 3`
+/// (`DENSUM_WINOGRAD=0` against `=1`, 2 threads, AMD Zen 4, ms per forward): ResNet-50 at 224,
+/// batch 8: 64 channels at 56x56 8.9 → 6.0, 128 at 28x28 9.1 → 5.6, 256 at 14x14 9.2 → 6.5,
+/// but 512 at 7x7 11.1 → 14.4; ResNet-50 0.25x at 32, batch 64: 16 channels at 32x32 1.7 →
+/// 2.3, 32 at 16x16 1.7 → 1.6, 64 at 8x8 1.9 → 1.6; DenseNet-121's 128 → 32, batch 8: 8.9 →
+/// 7.1 at 56x56, 2.5 → 2.1 at 28x28, 0.83 → 0.66 at 14x14, 0.28 → 0.30 at 7x7.
+const MIN_CHANNELS: usize = 32;
 /// See [`MIN_CHANNELS`].
-const MIN_WIDTH: usize = 14;
+const MIN_WIDTH: usize = 8;
 
 /// Values of `V` and `M` per chunk (2 MB): they stay in L2 or close to it between the input
 /// transform, the products and the output transform.
@@ -107,10 +108,11 @@ fn g_rows([a, b, d]: [f32; 3]) -> [f32; 4] {
     [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
 }
 
-/// Tile rows (a tile row is one image's row of 2-high tiles) per chunk and the chunk count.
-fn chunking(g: &Geom, tile_rows: usize, tw: usize) -> (usize, usize) {
+/// Tile rows (a tile row is one image's row of 2-high tiles, `cols` columns of `V`) per chunk
+/// and the chunk count.
+fn chunking(g: &Geom, tile_rows: usize, cols: usize) -> (usize, usize) {
     let threads = rayon::current_num_threads().max(1);
-    let per = (CHUNK_VALUES / (XI * (g.c + g.o) * tw).max(1))
+    let per = (CHUNK_VALUES / (XI * (g.c + g.o) * cols).max(1))
         .max(1)
         .min(tile_rows.div_ceil(threads).max(1));
     (per, tile_rows.div_ceil(per))
@@ -129,20 +131,28 @@ unsafe impl Sync for Shared {}
 /// The convolution `g` (3x3, stride 1, padding 1; [`applies`]) of `x` `[N, C, H, W]` with the
 /// transformed weights `u` ([`transform_weights`]), as `[N, O, H, W]`, with the epilogue
 /// applied as each output value is written.
+///
+/// Within a chunk, tile row `r` (local index) owns columns `r·(TW + 1)..` of `V_ξ` and `M_ξ`:
+/// one column more than its tiles, so the transforms run as single loops over the whole chunk
+/// (a tile's right neighbour is the next column even at the end of a row) instead of short
+/// loops per row; the extra column is computed and never written out.
 pub(super) fn forward(g: &Geom, x: &[f32], u: &[PackedA], epilogue: Option<Epilogue>) -> Vec<f32> {
     debug_assert_eq!(u.len(), XI);
     let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+    let ne = tw + 1;
     let tile_rows = g.n * th;
-    let (per, chunks) = chunking(g, tile_rows, tw);
+    let (per, chunks) = chunking(g, tile_rows, ne);
     // V_ξ and M_ξ rows are `tb` apart in every chunk (the last one may fill fewer).
-    let tb = per * tw;
+    let tb = per * ne;
     let rows_v = strided_rows(g.c, tb);
     let mut y = uninit_buffer(g.n * g.o * g.h * g.w);
     let out = Shared(y.as_mut_ptr());
-    let row_scratch = 10 * (tw + 1);
+    // Ten rows of `tb + 1` values: the even and odd columns of four input rows, and two
+    // combinations of them (see `transform_input`; `transform_output` uses six).
+    let row_scratch = 10 * (tb + 1);
     (0..chunks).into_par_iter().for_each(|chunk| {
         let rows = chunk * per..((chunk + 1) * per).min(tile_rows);
-        let width = rows.len() * tw;
+        let width = rows.len() * ne;
         with_scratch(XI * (g.c + g.o) * tb + row_scratch, |buf| {
             let (v, rest) = buf.split_at_mut(XI * g.c * tb);
             let (m, tmp) = rest.split_at_mut(XI * g.o * tb);
@@ -163,14 +173,14 @@ pub(super) fn forward(g: &Geom, x: &[f32], u: &[PackedA], epilogue: Option<Epilo
     unsafe { assume_init(y) }
 }
 
-/// `V_ξ[c, t] = (Bᵀ d B)_ξ` for the tiles `t` of the tile rows `rows` (local index `(row −
-/// rows.start)·TW + tx`), with `d` the 4x4 input tile whose top-left corner is input position
-/// `(2·ty − 1, 2·tx − 1)` (zero outside the image).
+/// `V_ξ[c, j] = (Bᵀ d B)_ξ` for the tiles of the tile rows `rows` (column `j = (row −
+/// rows.start)·(TW + 1) + tx`), with `d` the 4x4 input tile whose top-left corner is input
+/// position `(2·ty − 1, 2·tx − 1)` (zero outside the image).
 /// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`.
 ///
-/// Per tile row and channel: the four input rows are split into even and odd padded columns
-/// (`e[t] = d[2t]`, `o[t] = d[2t + 1]`), combined row-wise by `Bᵀ`, then column-wise, so every
-/// loop runs over the tiles of a row, contiguous in `V`.
+/// Per channel: the four input rows of every tile row are split into even and odd padded
+/// columns (`e[t] = d[2t]`, `o[t] = d[2t + 1]`, `TW + 1` of each per tile row), then combined
+/// row-wise by `Bᵀ` and column-wise (`t` with `t + 1`) in loops over the whole chunk.
 fn transform_input(
     g: &Geom,
     x: &[f32],
@@ -181,16 +191,22 @@ fn transform_input(
 ) {
     let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
     let (hw, ne) = (g.h * g.w, tw + 1);
-    let (even, rest) = tmp.split_at_mut(4 * ne);
-    let (odd, rest) = rest.split_at_mut(4 * ne);
-    let (re, ro) = rest.split_at_mut(ne);
-    let ro = &mut ro[..ne];
+    let len = rows.len() * ne;
+    let (even, rest) = tmp.split_at_mut(4 * (tb + 1));
+    let (odd, rest) = rest.split_at_mut(4 * (tb + 1));
+    let (re, ro) = rest.split_at_mut(tb + 1);
+    let (re, ro) = (&mut re[..len + 1], &mut ro[..len + 1]);
+    let full = g.w / 2;
     for c in 0..g.c {
-        for (local, r) in rows.clone().enumerate() {
-            let (n, ty) = (r / th, r % th);
-            let plane = &x[(n * g.c + c) * hw..][..hw];
-            for i in 0..4 {
-                let (e, o) = (&mut even[i * ne..][..ne], &mut odd[i * ne..][..ne]);
+        for i in 0..4 {
+            let e_all = &mut even[i * (tb + 1)..][..len + 1];
+            let o_all = &mut odd[i * (tb + 1)..][..len + 1];
+            e_all[len] = 0.0;
+            o_all[len] = 0.0;
+            for (local, r) in rows.clone().enumerate() {
+                let (n, ty) = (r / th, r % th);
+                let e = &mut e_all[local * ne..][..ne];
+                let o = &mut o_all[local * ne..][..ne];
                 // Padded row 2·ty + i is input row 2·ty + i − 1.
                 let iy = (2 * ty + i).wrapping_sub(1);
                 if iy >= g.h {
@@ -198,13 +214,12 @@ fn transform_input(
                     o.fill(0.0);
                     continue;
                 }
-                // Padded column p is input column p − 1.
-                // e[t] = src[2t − 1], o[t] = src[2t]: one pass over the pairs of the row, then
-                // the padding (e[0], and the columns past the row's end).
-                let src = &plane[iy * g.w..][..g.w];
+                // Padded column p is input column p − 1: e[t] = src[2t − 1], o[t] = src[2t],
+                // one pass over the row's pairs, then the padding (e[0], and the columns past
+                // the row's end).
+                let src = &x[(n * g.c + c) * hw + iy * g.w..][..g.w];
                 let pairs = src.chunks_exact(2);
                 let last = pairs.remainder().first().copied();
-                let full = g.w / 2;
                 for ((pair, o), e) in pairs.zip(o.iter_mut()).zip(e[1..].iter_mut()) {
                     *o = pair[0];
                     *e = pair[1];
@@ -214,46 +229,43 @@ fn transform_input(
                 o[full] = last.unwrap_or(0.0);
                 o[full + 1..].fill(0.0);
             }
-            let j0 = local * tw;
-            // Bᵀ's rows: d0 − d2, d1 + d2, d2 − d1, d1 − d3.
-            for (i, (p, q, sign)) in [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0f32)]
-                .into_iter()
-                .enumerate()
-            {
-                let combine = |src: &[f32], dst: &mut [f32]| {
-                    let (a, b) = (&src[p * ne..][..ne], &src[q * ne..][..ne]);
-                    for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
-                        *d = a + sign * b;
-                    }
-                };
-                combine(even, re);
-                combine(odd, ro);
-                // Then B over columns: e_t − e_{t+1}, o_t + e_{t+1}, e_{t+1} − o_t, o_t − o_{t+1}.
-                let at = |jj: usize| (((i * 4 + jj) * g.c + c) * tb) + j0;
-                let (e0, e1, o0, o1) = (&re[..tw], &re[1..], &ro[..tw], &ro[1..]);
-                let dst = &mut v[at(0)..][..tw];
-                for ((d, &a), &b) in dst.iter_mut().zip(e0).zip(e1) {
-                    *d = a - b;
+        }
+        // Bᵀ's rows: d0 − d2, d1 + d2, d2 − d1, d1 − d3.
+        for (i, (p, q, sign)) in [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0f32)]
+            .into_iter()
+            .enumerate()
+        {
+            let combine = |src: &[f32], dst: &mut [f32]| {
+                let a = &src[p * (tb + 1)..][..len + 1];
+                let b = &src[q * (tb + 1)..][..len + 1];
+                for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+                    *d = a + sign * b;
                 }
-                let dst = &mut v[at(1)..][..tw];
-                for ((d, &a), &b) in dst.iter_mut().zip(o0).zip(e1) {
-                    *d = a + b;
-                }
-                let dst = &mut v[at(2)..][..tw];
-                for ((d, &a), &b) in dst.iter_mut().zip(e1).zip(o0) {
-                    *d = a - b;
-                }
-                let dst = &mut v[at(3)..][..tw];
-                for ((d, &a), &b) in dst.iter_mut().zip(o0).zip(o1) {
-                    *d = a - b;
-                }
+            };
+            combine(even, re);
+            combine(odd, ro);
+            // Then B over columns: e_t − e_{t+1}, o_t + e_{t+1}, e_{t+1} − o_t, o_t − o_{t+1}.
+            let (e0, e1, o0, o1) = (&re[..len], &re[1..], &ro[..len], &ro[1..]);
+            let at = |jj: usize| ((i * 4 + jj) * g.c + c) * tb;
+            for ((d, &a), &b) in v[at(0)..][..len].iter_mut().zip(e0).zip(e1) {
+                *d = a - b;
+            }
+            for ((d, &a), &b) in v[at(1)..][..len].iter_mut().zip(o0).zip(e1) {
+                *d = a + b;
+            }
+            for ((d, &a), &b) in v[at(2)..][..len].iter_mut().zip(e1).zip(o0) {
+                *d = a - b;
+            }
+            for ((d, &a), &b) in v[at(3)..][..len].iter_mut().zip(o0).zip(o1) {
+                *d = a - b;
             }
         }
     }
 }
 
-/// Writes the output rows of the tile rows `rows` from `M_ξ[o, t]`: `Aᵀ m A` per tile with
-/// `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, cropped to the image, through the epilogue.
+/// Writes the output rows of the tile rows `rows` from `M_ξ[o, j]` (columns as in
+/// [`transform_input`]): `Aᵀ m A` per tile with `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, cropped
+/// to the image, through the epilogue.
 ///
 /// # Safety
 /// `out` must point to the `[N, O, H, W]` output, and no other thread may write the output
@@ -268,50 +280,63 @@ unsafe fn transform_output(
     tmp: &mut [f32],
 ) {
     let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
-    let (s, rest) = tmp.split_at_mut(4 * tw);
-    let (y0, rest) = rest.split_at_mut(tw);
-    let y1 = &mut rest[..tw];
+    let ne = tw + 1;
+    let len = rows.len() * ne;
+    let (s, rest) = tmp.split_at_mut(4 * len);
+    let (y0, rest) = rest.split_at_mut(len);
+    let y1 = &mut rest[..len];
     for o in 0..g.o {
-        for (local, r) in rows.clone().enumerate() {
-            let (n, ty) = (r / th, r % th);
-            let j0 = local * tw;
-            let mm = |xi: usize| &m[(xi * g.o + o) * tb + j0..][..tw];
-            for a in 0..2 {
+        let mm = |xi: usize| &m[(xi * g.o + o) * tb..][..len];
+        for a in 0..2 {
+            // Aᵀ's row a over the tiles' rows, for each of their four columns jj.
+            for jj in 0..4 {
+                let dst = &mut s[jj * len..][..len];
+                let (m0, m1, m2, m3) = (mm(jj), mm(4 + jj), mm(8 + jj), mm(12 + jj));
+                if a == 0 {
+                    for (((d, &p), &q), &r) in dst.iter_mut().zip(m0).zip(m1).zip(m2) {
+                        *d = p + q + r;
+                    }
+                } else {
+                    for (((d, &p), &q), &r) in dst.iter_mut().zip(m1).zip(m2).zip(m3) {
+                        *d = p - q - r;
+                    }
+                }
+            }
+            // Then A over the columns, and the epilogue.
+            let (s0, s1, s2, s3) = (
+                &s[..len],
+                &s[len..2 * len],
+                &s[2 * len..3 * len],
+                &s[3 * len..],
+            );
+            for ((((y0, y1), &p), &q), (&r, &w)) in y0
+                .iter_mut()
+                .zip(y1.iter_mut())
+                .zip(s0)
+                .zip(s1)
+                .zip(s2.iter().zip(s3))
+            {
+                *y0 = p + q + r;
+                *y1 = q - r - w;
+            }
+            if let Some(e) = epilogue {
+                for v in y0.iter_mut().chain(y1.iter_mut()) {
+                    *v = e.value(o, *v);
+                }
+            }
+            for (local, r) in rows.clone().enumerate() {
+                let (n, ty) = (r / th, r % th);
                 let oy = 2 * ty + a;
                 if oy >= g.h {
-                    break;
-                }
-                // Aᵀ's row a over the tile's rows, for each of its four columns jj.
-                for jj in 0..4 {
-                    let dst = &mut s[jj * tw..][..tw];
-                    let (m0, m1, m2, m3) = (mm(jj), mm(4 + jj), mm(8 + jj), mm(12 + jj));
-                    if a == 0 {
-                        for (((d, &p), &q), &r) in dst.iter_mut().zip(m0).zip(m1).zip(m2) {
-                            *d = p + q + r;
-                        }
-                    } else {
-                        for (((d, &p), &q), &r) in dst.iter_mut().zip(m1).zip(m2).zip(m3) {
-                            *d = p - q - r;
-                        }
-                    }
-                }
-                // Then A over the columns, and the epilogue.
-                let (s0, s1, s2, s3) = (&s[..tw], &s[tw..2 * tw], &s[2 * tw..3 * tw], &s[3 * tw..]);
-                for t in 0..tw {
-                    y0[t] = s0[t] + s1[t] + s2[t];
-                    y1[t] = s1[t] - s2[t] - s3[t];
-                }
-                if let Some(e) = epilogue {
-                    for v in y0.iter_mut().chain(y1.iter_mut()) {
-                        *v = e.value(o, *v);
-                    }
+                    continue;
                 }
                 // SAFETY: row (n, o, oy) lies inside the output, and only this chunk writes it
                 // (the caller's contract).
                 let row = unsafe {
                     std::slice::from_raw_parts_mut(out.0.add(((n * g.o + o) * g.h + oy) * g.w), g.w)
                 };
-                for (pair, (&p, &q)) in row.chunks_mut(2).zip(y0.iter().zip(y1.iter())) {
+                let (p, q) = (&y0[local * ne..][..tw], &y1[local * ne..][..tw]);
+                for (pair, (&p, &q)) in row.chunks_mut(2).zip(p.iter().zip(q)) {
                     pair[0].write(p);
                     if let Some(second) = pair.get_mut(1) {
                         second.write(q);
