@@ -7,6 +7,7 @@ side by side:
 
     .venv/bin/python tools/op_profile.py --batch 64 --reps 3 [--threads 1]
     .venv/bin/python tools/op_profile.py --net densenet121 --batch 8 --reps 3 --channels-last
+    .venv/bin/python tools/op_profile.py --net resnet50 --batch 8 --reps 3 --channels-last
 
 Gradients are timed with torch.nn.grad.conv2d_input / conv2d_weight, which call the same
 kernels autograd uses.
@@ -42,6 +43,20 @@ DENSENET121 = [
     (752, 128, 1, 1, 7, 16), (128, 32, 3, 1, 7, 16),
 ]
 
+# ResNet-50 (torchvision, stride on the 3x3) at 224x224, as RESNET50 in op_profile.rs.
+RESNET50 = [
+    (3, 64, 7, 2, 224, 1), (64, 64, 1, 1, 56, 1), (256, 64, 1, 1, 56, 2), (64, 64, 3, 1, 56, 3),
+    (64, 256, 1, 1, 56, 4), (256, 128, 1, 1, 56, 1), (128, 128, 3, 2, 56, 1),
+    (256, 512, 1, 2, 56, 1), (512, 128, 1, 1, 28, 3), (128, 128, 3, 1, 28, 3),
+    (128, 512, 1, 1, 28, 4), (512, 256, 1, 1, 28, 1), (256, 256, 3, 2, 28, 1),
+    (512, 1024, 1, 2, 28, 1), (1024, 256, 1, 1, 14, 5), (256, 256, 3, 1, 14, 5),
+    (256, 1024, 1, 1, 14, 6), (1024, 512, 1, 1, 14, 1), (512, 512, 3, 2, 14, 1),
+    (1024, 2048, 1, 2, 14, 1), (2048, 512, 1, 1, 7, 2), (512, 512, 3, 1, 7, 2),
+    (512, 2048, 1, 1, 7, 3),
+]
+
+NETS = {"resnet50_cifar": CONVS, "densenet121": DENSENET121, "resnet50": RESNET50}
+
 
 def timed(reps: int, f) -> float:
     f()
@@ -58,7 +73,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--net", choices=["resnet50_cifar", "densenet121"], default="resnet50_cifar",
+    ap.add_argument("--net", choices=sorted(NETS), default="resnet50_cifar",
                     help="which network's convolution shapes (as op_profile.rs's --net)")
     ap.add_argument("--channels-last", action="store_true", help="time NHWC (oneDNN direct) convolutions")
     a = ap.parse_args()
@@ -66,7 +81,7 @@ def main() -> None:
     print("cin cout k s hw n | fwd_ms xgrad_ms wgrad_ms (per call)")
     tf = tx = tw = 0.0
     with torch.no_grad():
-        for ci, co, k, s, hw, n in (DENSENET121 if a.net == "densenet121" else CONVS):
+        for ci, co, k, s, hw, n in NETS[a.net]:
             x = torch.randn(a.batch, ci, hw, hw)
             w = torch.randn(co, ci, k, k)
             y = F.conv2d(x, w, stride=s, padding=k // 2)
