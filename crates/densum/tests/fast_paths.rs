@@ -224,7 +224,7 @@ fn winograd_convolutions_match_generic() {
             vec![
                 (Kernel::ConvWinograd, 1),
                 (Kernel::ConvInputGradWinograd, 1),
-                (Kernel::ConvWeightGradWinograd, 1),
+                (Kernel::ConvWeightGrad, 1),
             ]
         } else {
             let tiled = hw[1] >= 16;

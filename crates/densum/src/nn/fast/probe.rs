@@ -38,9 +38,6 @@ pub enum Kernel {
     ConvInputGradWinograd,
     /// Convolution weight gradient (im2col + `gemm`).
     ConvWeightGrad,
-    /// Convolution weight gradient of a stride-1 3x3 convolution through Winograd's
-    /// F(2x2, 3x3), transposed.
-    ConvWeightGradWinograd,
     /// Burn's own convolution (forward or gradient) inside the extension, for a case the kernels
     /// do not cover (dtype, groups, dilation, asymmetric padding).
     ConvGeneric,
@@ -82,7 +79,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 28] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -92,7 +89,6 @@ impl Kernel {
         Kernel::ConvInputGradTile,
         Kernel::ConvInputGradWinograd,
         Kernel::ConvWeightGrad,
-        Kernel::ConvWeightGradWinograd,
         Kernel::ConvGeneric,
         Kernel::BatchNormStats,
         Kernel::BatchNormApply,

@@ -42,13 +42,9 @@ const BATCH_VALUES: usize = 16 << 20;
 /// and on small-`K` ones when it is column-major (measured over ResNet-50's shapes), so the
 /// destination is `dWᵀ` (column-major `[O, K]`) whenever `K ≥ O`, transposed once at the end.
 pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    probe::hit(Kernel::ConvWeightGrad);
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    if winograd::applies(g) {
-        probe::hit(Kernel::ConvWeightGradWinograd);
-        return winograd::weight_grad(g, x, dy);
-    }
-    probe::hit(Kernel::ConvWeightGrad);
     if p < BATCH_POSITIONS && g.o * k > CACHED_VALUES && k * g.n * p <= BATCH_VALUES {
         return weight_grad_batch(g, x, dy);
     }

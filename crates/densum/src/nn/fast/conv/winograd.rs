@@ -28,7 +28,6 @@ use rayon::prelude::*;
 use super::geom::Geom;
 use crate::nn::fast::buffer::{as_uninit, assume_init, uninit_buffer, with_scratch};
 use crate::nn::fast::epilogue::Epilogue;
-use crate::nn::fast::matmul::gemm_raw;
 use crate::nn::fast::tile_gemm::{PackedA, product, strided_rows};
 
 /// Transformed positions of a 4x4 tile: one matrix product each.
@@ -81,8 +80,13 @@ pub(super) fn transform_weights(
             for cc in 0..c {
                 // G g: the three kernel rows combined (row-wise over columns).
                 let k = |i: usize, j: usize| w(oo, cc, i, j);
-                let cols = [0, 1, 2].map(|j| g_rows([k(0, j), k(1, j), k(2, j)]));
-                let ggt: [[f32; 3]; 4] = std::array::from_fn(|i| cols.map(|col| col[i]));
+                let mut ggt = [[0f32; 3]; 4];
+                for j in 0..3 {
+                    let col = g_rows([k(0, j), k(1, j), k(2, j)]);
+                    for i in 0..4 {
+                        ggt[i][j] = col[i];
+                    }
+                }
                 // (G g) Gᵀ: each row of G g combined over its three columns.
                 for (i, row) in ggt.iter().enumerate() {
                     for (j, v) in g_rows(*row).into_iter().enumerate() {
@@ -338,155 +342,6 @@ unsafe fn transform_output(
                         second.write(q);
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Values of `V` and `M'` per chunk of the weight gradient (8 MB): its products are
-/// `[O, T] · [T, C]` over the chunk's tiles, so longer chunks mean deeper products.
-const GRAD_CHUNK_VALUES: usize = 2 << 20;
-
-/// The weight gradient `[O, C, 3, 3]` of `g` (as [`applies`]) from its input `x` and output
-/// gradient `dy`, through the same algorithm transposed: with `Y = Aᵀ [(G w Gᵀ) ⊙ V] A` per
-/// tile, `dW = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙ V] G`. Per chunk of tile rows the input is transformed
-/// as in [`forward`] (`V_ξ[C, T]`), the output gradient into `M'_ξ[O, T]`, and the 16 products
-/// `M'_ξ · V_ξᵀ` accumulate into a per-thread `[16, O, C]`; the partial sums are added and
-/// transformed back at the end.
-///
-/// Why: the direct weight gradient multiplies `dY[O, P]` by the im2col matrix `[9·C, P]`
-/// (2.25x the products here) and builds that matrix first.
-pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
-    let ne = tw + 1;
-    let tile_rows = g.n * th;
-    let threads = rayon::current_num_threads().clamp(1, tile_rows.max(1));
-    let per_thread = tile_rows.div_ceil(threads);
-    let per = (GRAD_CHUNK_VALUES / (XI * (g.c + g.o) * ne).max(1)).clamp(1, per_thread.max(1));
-    let tb = per * ne;
-    let (oc, row_scratch) = (g.o * g.c, 10 * (tb + 1));
-    let partials: Vec<Vec<f32>> = (0..threads)
-        .into_par_iter()
-        .map(|t| {
-            let mut acc = vec![0f32; XI * oc];
-            let mine = t * per_thread..((t + 1) * per_thread).min(tile_rows);
-            with_scratch(XI * (g.c + g.o) * tb + row_scratch, |buf| {
-                let (v, rest) = buf.split_at_mut(XI * g.c * tb);
-                let (m, tmp) = rest.split_at_mut(XI * g.o * tb);
-                for start in mine.clone().step_by(per) {
-                    let rows = start..(start + per).min(mine.end);
-                    let width = rows.len() * ne;
-                    transform_input(g, x, rows.clone(), tb, v, tmp);
-                    transform_output_grad(g, dy, rows, tb, m, tmp);
-                    for (xi, acc_xi) in acc.chunks_exact_mut(oc).enumerate() {
-                        // dU_ξ[O, C] += M'_ξ[O, T] · V_ξ[C, T]ᵀ
-                        gemm_raw(
-                            (g.o, g.c, width),
-                            as_uninit(acc_xi),
-                            (g.c, 1),
-                            true,
-                            &m[xi * g.o * tb..],
-                            (tb, 1),
-                            &v[xi * g.c * tb..],
-                            (1, tb),
-                        );
-                    }
-                }
-            });
-            acc
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut du = parts.next().unwrap_or_else(|| vec![0.0; XI * oc]);
-    for part in parts {
-        du.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
-    }
-    // dW[o, c] = Gᵀ dU[o, c] G, with Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]].
-    let gt = |[a, b, c, d]: [f32; 4]| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
-    let mut dw = vec![0f32; oc * 9];
-    dw.par_chunks_mut(9).enumerate().for_each(|(k, out)| {
-        let x = |i: usize, j: usize| du[(i * 4 + j) * oc + k];
-        let cols = [0, 1, 2, 3].map(|j| gt([x(0, j), x(1, j), x(2, j), x(3, j)]));
-        for i in 0..3 {
-            let row = gt([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
-            out[i * 3..i * 3 + 3].copy_from_slice(&row);
-        }
-    });
-    dw
-}
-
-/// `M'_ξ[o, j] = (A y Aᵀ)_ξ` for the 2x2 output-gradient tiles `y` of the tile rows `rows`
-/// (columns as in [`transform_input`], the spare column of every tile row zero, and zero
-/// where a tile reaches past the image: those outputs were dropped, so their gradient is
-/// zero). `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`.
-fn transform_output_grad(
-    g: &Geom,
-    dy: &[f32],
-    rows: Range<usize>,
-    tb: usize,
-    m: &mut [f32],
-    tmp: &mut [f32],
-) {
-    let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
-    let (hw, ne) = (g.h * g.w, tw + 1);
-    let len = rows.len() * ne;
-    // Even and odd columns of the tiles' two rows: [row a][even, odd][len].
-    let (y, rest) = tmp.split_at_mut(4 * len);
-    let (ce, co) = rest.split_at_mut(len);
-    let co = &mut co[..len];
-    let full = g.w / 2;
-    for o in 0..g.o {
-        for (local, r) in rows.clone().enumerate() {
-            let (n, ty) = (r / th, r % th);
-            for a in 0..2 {
-                let (e, od) = y[a * 2 * len..][..2 * len].split_at_mut(len);
-                let (e, od) = (&mut e[local * ne..][..ne], &mut od[local * ne..][..ne]);
-                let oy = 2 * ty + a;
-                if oy >= g.h {
-                    e.fill(0.0);
-                    od.fill(0.0);
-                    continue;
-                }
-                let src = &dy[(n * g.o + o) * hw + oy * g.w..][..g.w];
-                let pairs = src.chunks_exact(2);
-                let last = pairs.remainder().first().copied();
-                for ((pair, e), od) in pairs.zip(e.iter_mut()).zip(od.iter_mut()) {
-                    *e = pair[0];
-                    *od = pair[1];
-                }
-                e[full] = last.unwrap_or(0.0);
-                e[full + 1..].fill(0.0);
-                od[full..].fill(0.0);
-            }
-        }
-        let (y0, y1) = y.split_at(2 * len);
-        let (e0, o0) = y0.split_at(len);
-        let (e1, o1) = (&y1[..len], &y1[len..2 * len]);
-        // A's rows over the tile's two rows: y0, y0 + y1, y0 − y1, −y1.
-        for i in 0..4 {
-            let combine = |p: &[f32], q: &[f32], dst: &mut [f32]| {
-                for ((d, &p), &q) in dst.iter_mut().zip(p).zip(q) {
-                    *d = match i {
-                        0 => p,
-                        1 => p + q,
-                        2 => p - q,
-                        _ => -q,
-                    };
-                }
-            };
-            combine(e0, e1, ce);
-            combine(o0, o1, co);
-            // Then over the columns: e, e + o, e − o, −o.
-            let at = |jj: usize| ((i * 4 + jj) * g.o + o) * tb;
-            m[at(0)..][..len].copy_from_slice(ce);
-            for ((d, &p), &q) in m[at(1)..][..len].iter_mut().zip(&*ce).zip(&*co) {
-                *d = p + q;
-            }
-            for ((d, &p), &q) in m[at(2)..][..len].iter_mut().zip(&*ce).zip(&*co) {
-                *d = p - q;
-            }
-            for (d, &q) in m[at(3)..][..len].iter_mut().zip(&*co) {
-                *d = -q;
             }
         }
     }
