@@ -80,13 +80,8 @@ pub(super) fn transform_weights(
             for cc in 0..c {
                 // G g: the three kernel rows combined (row-wise over columns).
                 let k = |i: usize, j: usize| w(oo, cc, i, j);
-                let mut ggt = [[0f32; 3]; 4];
-                for j in 0..3 {
-                    let col = g_rows([k(0, j), k(1, j), k(2, j)]);
-                    for i in 0..4 {
-                        ggt[i][j] = col[i];
-                    }
-                }
+                let cols = [0, 1, 2].map(|j| g_rows([k(0, j), k(1, j), k(2, j)]));
+                let ggt: [[f32; 3]; 4] = std::array::from_fn(|i| cols.map(|col| col[i]));
                 // (G g) Gᵀ: each row of G g combined over its three columns.
                 for (i, row) in ggt.iter().enumerate() {
                     for (j, v) in g_rows(*row).into_iter().enumerate() {
