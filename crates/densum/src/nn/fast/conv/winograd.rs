@@ -14,7 +14,8 @@
 //! `M_ξ[O, T] = U_ξ[O, C] · V_ξ[C, T]` over tiles `T`: the weights are transformed and packed
 //! once per call (`U`), the input a chunk of tile rows at a time (`V`, sized to stay in cache),
 //! and the 16 products run on [`tile_gemm`](crate::nn::fast::tile_gemm). Chunks of tile rows
-//! run in parallel and may span images, so the last stages' 7x7 planes still get long products.
+//! run in parallel and may span images, so small planes still get long products. The weight
+//! gradient stays direct: its Winograd form measured no faster (docs/results/speed.md).
 //!
 //! The transforms' coefficients are 0, ±1 and ½, so rounding stays at the level of the direct
 //! convolution's (tests/fast_paths.rs compares values and gradients with Burn's convolution).
@@ -38,11 +39,12 @@ const XI: usize = 16;
 /// product, so few channels leave the saving to the transforms' passes over memory; at 7x7
 /// the 2x2 tiles cover 8x8 (31 % wasted) and the extra column of every tile row (see
 /// [`forward`]) another 25 %. Measured with `op_profile --fast-only --kernel 3`
-/// (`DENSUM_WINOGRAD=0` against `=1`, 2 threads, AMD Zen 4, ms per forward): ResNet-50 at 224,
-/// batch 8: 64 channels at 56x56 8.9 → 6.0, 128 at 28x28 9.1 → 5.6, 256 at 14x14 9.2 → 6.5,
-/// but 512 at 7x7 11.1 → 14.4; ResNet-50 0.25x at 32, batch 64: 16 channels at 32x32 1.7 →
-/// 2.3, 32 at 16x16 1.7 → 1.6, 64 at 8x8 1.9 → 1.6; DenseNet-121's 128 → 32, batch 8: 8.9 →
-/// 7.1 at 56x56, 2.5 → 2.1 at 28x28, 0.83 → 0.66 at 14x14, 0.28 → 0.30 at 7x7.
+/// (`DENSUM_WINOGRAD=0` against `=1`, 2 threads, AMD Zen 4, ms per forward; the table in
+/// docs/results/speed.md, session 9): ResNet-50 at 224, batch 8: 64 channels at 56x56 9.2 →
+/// 6.1, 128 at 28x28 9.2 → 5.7, 256 at 14x14 9.2 → 6.6, but 512 at 7x7 11.1 → 14.3; ResNet-50
+/// 0.25x at 32, batch 64: 16 channels at 32x32 1.7 → 2.2, 32 at 16x16 1.7 → 1.6, 64 at 8x8
+/// 2.1 → 1.6; DenseNet-121's 128 → 32, batch 8: 8.9 → 7.1 at 56x56, 2.4 → 2.1 at 28x28, 0.85
+/// → 0.68 at 14x14, 0.28 → 0.30 at 7x7.
 const MIN_CHANNELS: usize = 32;
 /// See [`MIN_CHANNELS`].
 const MIN_WIDTH: usize = 8;
