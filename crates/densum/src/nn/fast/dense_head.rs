@@ -31,6 +31,7 @@ use rayon::prelude::*;
 
 use super::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
 use super::epilogue::Epilogue;
+use super::lanes::{f32x8, lane_sums2};
 use super::matmul::{gemm, gemm_raw};
 use super::probe::{self, Kernel};
 use super::tensor::{flex, present, values};
@@ -321,22 +322,17 @@ fn backward_kernel(
                 let image = &part[ni * ci * s..(ni + 1) * ci * s];
                 for c in 0..ci {
                     let k = c0 + c;
-                    let (m, r) = (coef.mean[k], coef.inv[k]);
-                    let (mut a, mut b) = (0f32, 0f32);
+                    let (m, r) = (f32x8::splat(coef.mean[k]), coef.inv[k]);
                     let plane = &mut dzi[k * s..(k + 1) * s];
-                    for ((d, &zv), &x) in plane
-                        .iter_mut()
-                        .zip(&z[k * s..(k + 1) * s])
-                        .zip(&image[c * s..(c + 1) * s])
-                    {
-                        if zv <= 0.0 {
-                            *d = 0.0;
-                        }
-                        a += *d;
-                        b += *d * (x - m) * r;
+                    // The ReLU's mask, then both sums in SIMD lanes (a running scalar sum
+                    // here was 9 % of a memory-efficient DenseNet-121 training step).
+                    for (d, &zv) in plane.iter_mut().zip(&z[k * s..(k + 1) * s]) {
+                        *d = if zv > 0.0 { *d } else { 0.0 };
                     }
-                    sd[k] = a as f64;
-                    sdx[k] = b as f64;
+                    let xs = &image[c * s..(c + 1) * s];
+                    let (a, b) = lane_sums2(plane, xs, plane, |d, x, _| (d, d * (x - m)));
+                    sd[k] = a;
+                    sdx[k] = b * r as f64;
                 }
                 c0 += ci;
             }
