@@ -203,24 +203,24 @@ fn winograd_expected() -> bool {
 }
 
 /// Stride-1 3x3 convolutions with padding 1, at least 32 channels each way and planes at least
-/// 8 wide run through Winograd's F(2x2, 3x3) (`nn/fast/conv/winograd.rs`), forward and input
+/// 14 wide run through Winograd's F(2x2, 3x3) (`nn/fast/conv/winograd.rs`), forward and input
 /// gradient. Odd and non-square planes reach the cropped last tile row and column; a batch of
-/// 3 makes chunks of tile rows that span images; a one-row plane has every tile cropped.
-/// 31 channels and 7-wide planes stay on the direct kernels (and a one-row plane there
+/// 5 makes chunks of tile rows that span images; a one-row plane has every tile cropped.
+/// 31 channels and 13-wide planes stay on the direct kernels (and a one-row plane there
 /// exercises im2col's fully shifted-out taps).
 #[test]
 fn winograd_convolutions_match_generic() {
     let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     for (n, c, o, hw) in [
-        (2, 32, 32, [8, 8]),
-        (3, 64, 33, [15, 17]),
+        (2, 32, 32, [14, 14]),
+        (5, 64, 33, [15, 17]),
         (2, 128, 32, [9, 14]),
-        (1, 40, 32, [1, 8]),
+        (1, 40, 32, [1, 14]),
         (2, 31, 40, [14, 14]),
-        (2, 64, 64, [7, 7]),
+        (2, 64, 64, [13, 13]),
         (1, 32, 16, [1, 5]),
     ] {
-        let expected = if winograd_expected() && hw[1] >= 8 && c.min(o) >= 32 {
+        let expected = if winograd_expected() && hw[1] >= 14 && c.min(o) >= 32 {
             vec![
                 (Kernel::ConvWinograd, 1),
                 (Kernel::ConvInputGradWinograd, 1),

@@ -38,7 +38,11 @@ const XI: usize = 16;
 /// The transforms cost in proportion to the channels and the products in proportion to their
 /// product, so few channels leave the saving to the transforms' passes over memory; at 7x7
 /// the 2x2 tiles cover 8x8 (31 % wasted) and the extra column of every tile row (see
-/// [`forward`]) another 25 %. Measured with `op_profile --fast-only --kernel 3`
+/// [`forward`]) another 25 %. On 8x8 planes (ResNet-50 0.25x CIFAR, 64 channels) the forward
+/// alone was faster, but whole-network inference was 4-29 % slower in three of three
+/// alternations (`densum bench resnet50 --dataset cifar100 --width 0.25 --batch 64`,
+/// `DENSUM_WINOGRAD=0/1`), so planes under 14 wide stay direct. Measured with `op_profile
+/// --fast-only --kernel 3`
 /// (`DENSUM_WINOGRAD=0` against `=1`, 2 threads, AMD Zen 4, ms per forward; the table in
 /// docs/results/speed.md, session 9): ResNet-50 at 224, batch 8: 64 channels at 56x56 9.2 →
 /// 6.1, 128 at 28x28 9.2 → 5.7, 256 at 14x14 9.2 → 6.6, but 512 at 7x7 11.1 → 14.3; ResNet-50
@@ -47,7 +51,7 @@ const XI: usize = 16;
 /// → 0.68 at 14x14, 0.28 → 0.30 at 7x7.
 const MIN_CHANNELS: usize = 32;
 /// See [`MIN_CHANNELS`].
-const MIN_WIDTH: usize = 8;
+const MIN_WIDTH: usize = 14;
 
 /// Values of `V` and `M` per chunk (2 MB): they stay in L2 or close to it between the input
 /// transform, the products and the output transform.
