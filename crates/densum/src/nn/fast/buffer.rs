@@ -44,6 +44,18 @@ pub(crate) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
 }
 
+/// An output buffer shared by parallel tasks that each write values no other task writes
+/// (tiles of rows interleaved with other tasks' in memory, so the buffer cannot be split into
+/// disjoint slices up front). Only its users' `unsafe` blocks write through it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub(crate) *mut MaybeUninit<f32>);
+
+// SAFETY: the pointer is only written through by tasks that touch disjoint values (each user
+// states which), so sending or sharing it across threads never lets two threads touch one value.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
 thread_local! {
     /// Per-thread scratch (im2col and col2im matrices, padded copies of an image), reused
     /// across calls (images of a batch and layers).

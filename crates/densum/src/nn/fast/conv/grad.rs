@@ -17,7 +17,7 @@ use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
 use crate::nn::fast::buffer::{
-    as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
+    SharedOut, as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
 };
 use crate::nn::fast::matmul::{gemm, gemm_on, gemm_raw};
 use crate::nn::fast::probe::{self, Kernel};
@@ -105,18 +105,28 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// kw−1−kj]` (channels swapped, kernel rotated by 180°), a forward that [`forward_tiled`]
 /// computes without an im2col or col2im. `W'` is packed straight from `W`.
 fn input_grad_tiled(g: &Geom, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    let t = Geom {
+    let t = transposed(g);
+    let how = tiled_forward(&t)?;
+    let taps = g.kh * g.kw;
+    let a = PackedA::new(g.c, g.o * taps, |c, r| rotated(g, w, c, r / taps, r % taps));
+    Some(forward_tiled(&t, how, dy, &a, None))
+}
+
+/// The convolution whose forward is `g`'s input gradient: channels swapped, same plane, kernel
+/// size, stride and padding (with the kernel [`rotated`]).
+fn transposed(g: &Geom) -> Geom {
+    Geom {
         c: g.o,
         o: g.c,
         ..*g
-    };
-    let how = tiled_forward(&t)?;
+    }
+}
+
+/// `W'[c, o, tap] = W[o, c, taps − 1 − tap]`: the weight of the [`transposed`] convolution,
+/// rotated by 180°, read straight from `w` `[O, C, kh, kw]`.
+fn rotated(g: &Geom, w: &[f32], c: usize, o: usize, tap: usize) -> f32 {
     let taps = g.kh * g.kw;
-    let a = PackedA::new(g.c, g.o * taps, |c, r| {
-        let (o, tap) = (r / taps, r % taps);
-        w[(o * g.c + c) * taps + (taps - 1 - tap)]
-    });
-    Some(forward_tiled(&t, how, dy, &a, None))
+    w[(o * g.c + c) * taps + (taps - 1 - tap)]
 }
 
 /// The weight gradient of a small-plane convolution as one product over the whole batch:
@@ -134,9 +144,9 @@ fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dys = uninit_buffer(g.o * width);
     // Image n's columns are columns n·P.. of every row: gathered per image in parallel,
     // through a raw pointer since images interleave within rows.
-    let (cols_at, dys_at) = (Shared(cols.as_mut_ptr()), Shared(dys.as_mut_ptr()));
+    let (cols_at, dys_at) = (SharedOut(cols.as_mut_ptr()), SharedOut(dys.as_mut_ptr()));
     (0..g.n).into_par_iter().for_each(|n| {
-        let place = |src: &[f32], dst: Shared, rows: usize| {
+        let place = |src: &[f32], dst: SharedOut, rows: usize| {
             for (r, s) in src.chunks_exact(p).take(rows).enumerate() {
                 // SAFETY: row r's columns n·P..(n+1)·P lie inside the [rows, N·P] buffer and
                 // only image n writes them.
@@ -175,29 +185,14 @@ fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     unsafe { assume_init(dw) }
 }
 
-/// A buffer the images of [`weight_grad_batch`] fill side by side.
-#[derive(Clone, Copy)]
-struct Shared(*mut MaybeUninit<f32>);
-
-// SAFETY: each image writes only its own columns (see `weight_grad_batch`).
-unsafe impl Send for Shared {}
-// SAFETY: as above.
-unsafe impl Sync for Shared {}
-
 /// Input gradient `[N, C, H, W]`: on the tile kernel where [`input_grad_tiled`] applies,
 /// otherwise one GEMM (and col2im) per image, images in parallel.
 pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     // dX = conv(dY, W') as in `input_grad_tiled`, with W' transformed straight from W.
-    let t = Geom {
-        c: g.o,
-        o: g.c,
-        ..*g
-    };
+    let t = transposed(g);
     if winograd::applies(&t) {
         probe::hit(Kernel::ConvInputGradWinograd);
-        let u = winograd::transform_weights(g.c, g.o, |c, o, i, j| {
-            w[((o * g.c + c) * 3 + 2 - i) * 3 + 2 - j]
-        });
+        let u = winograd::transform_weights(g.c, g.o, |c, o, i, j| rotated(g, w, c, o, i * 3 + j));
         return winograd::forward(&t, dy, &u, None);
     }
     if let Some(dx) = input_grad_tiled(g, w, dy) {

@@ -21,13 +21,12 @@
 //! convolution's (tests/fast_paths.rs compares values and gradients with Burn's convolution).
 //! `DENSUM_WINOGRAD=0` switches it off (see `nn/fast/mod.rs`).
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::geom::Geom;
-use crate::nn::fast::buffer::{as_uninit, assume_init, uninit_buffer, with_scratch};
+use crate::nn::fast::buffer::{SharedOut, as_uninit, assume_init, uninit_buffer, with_scratch};
 use crate::nn::fast::epilogue::Epilogue;
 use crate::nn::fast::tile_gemm::{PackedA, product, strided_rows};
 
@@ -119,16 +118,6 @@ fn chunking(g: &Geom, tile_rows: usize, cols: usize) -> (usize, usize) {
     (per, tile_rows.div_ceil(per))
 }
 
-/// A destination shared by the chunks, each writing rows no other chunk writes.
-#[derive(Clone, Copy)]
-struct Shared(*mut MaybeUninit<f32>);
-
-// SAFETY: chunks write disjoint output rows (see `transform_output`), so sharing the pointer
-// across threads never lets two threads touch one value.
-unsafe impl Send for Shared {}
-// SAFETY: as above.
-unsafe impl Sync for Shared {}
-
 /// The convolution `g` (3x3, stride 1, padding 1; [`applies`]) of `x` `[N, C, H, W]` with the
 /// transformed weights `u` ([`transform_weights`]), as `[N, O, H, W]`, with the epilogue
 /// applied as each output value is written.
@@ -147,7 +136,7 @@ pub(super) fn forward(g: &Geom, x: &[f32], u: &[PackedA], epilogue: Option<Epilo
     let tb = per * ne;
     let rows_v = strided_rows(g.c, tb);
     let mut y = uninit_buffer(g.n * g.o * g.h * g.w);
-    let out = Shared(y.as_mut_ptr());
+    let out = SharedOut(y.as_mut_ptr());
     // Ten rows of `tb + 1` values: the even and odd columns of four input rows, and two
     // combinations of them (see `transform_input`; `transform_output` uses six).
     let row_scratch = 10 * (tb + 1);
@@ -276,7 +265,7 @@ unsafe fn transform_output(
     m: &[f32],
     rows: Range<usize>,
     tb: usize,
-    out: Shared,
+    out: SharedOut,
     epilogue: Option<Epilogue>,
     tmp: &mut [f32],
 ) {
