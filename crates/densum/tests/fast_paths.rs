@@ -164,6 +164,8 @@ fn spatial_convolutions_match_generic() {
     check(2, 3, 4, [4, 1], 3, 1, 1, GEMM); // one column: every tap but the centre column wraps
     check(2, 4, 6, [9, 7], 3, 2, 1, GEMM); // stride 2, odd and non-square
     check(2, 3, 5, [11, 11], 7, 2, 3, GEMM); // ImageNet stem
+    check(2, 3, 5, [12, 21], 7, 2, 3, GEMM); // even sides: every stride-2 row length
+    check(2, 3, 4, [10, 11], 3, 3, 1, GEMM); // stride 3: the general gather and scatter
     check(2, 3, 4, [6, 6], 3, 1, 0, GEMM); // no padding
     check(1, 2, 3, [3, 3], 5, 1, 2, GEMM); // kernel larger than the map's interior
 }
