@@ -50,6 +50,12 @@ pub struct BenchArgs {
     /// defaults, SGD momentum 0.9, weight decay 5e-4).
     #[arg(long)]
     pub recipe: Option<String>,
+    /// Also time every convolution of the measured iterations by shape and pass (forward,
+    /// inference, input and weight gradient) and print the table after the results (in JSON:
+    /// `convolutions` under `train` and `infer`). Compare with PyTorch's per-shape times
+    /// through `tools/conv_profile.py`.
+    #[arg(long, conflicts_with = "sweep")]
+    pub conv_profile: bool,
     /// Print JSON.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -83,6 +89,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             Some(r) => config::recipe_optimizer(r)?,
             None => OptimConfig::default(),
         },
+        conv_profile: a.conv_profile,
     };
     match &a.sweep {
         Some(s) => run_sweep(a, &cfg, &Sweep::parse(s)?, &device),
@@ -117,6 +124,9 @@ fn compare(a: &BenchArgs, cfg: &BenchConfig, device: &Device) -> Result<()> {
         print!("{}", table.to_csv());
     } else {
         print!("{}", table.to_text(cfg));
+        if cfg.conv_profile {
+            print!("{}", table.conv_profiles());
+        }
     }
     Ok(())
 }

@@ -480,6 +480,38 @@ fn bench_reports_time_memory_and_ratios() {
     assert_eq!(o["nesterov"], true);
     assert_eq!(o["weight_decay"].as_f64(), Some(1e-4));
     assert!(fails(&["bench", "resnet20", "--recipe", "nosuch"]).contains("dsnet-cifar"));
+    // Per-shape convolution times: in JSON under each mode, and as tables in text.
+    let args = "bench resnet20 --batch 2 --warmup 0 --iters 1 --conv-profile";
+    let words: Vec<&str> = args.split(' ').collect();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&[&words[..], &["--json"]].concat())).unwrap();
+    let convs = v[0]["train"]["convolutions"].as_array().unwrap();
+    let passes: Vec<&str> = convs.iter().map(|t| t["pass"].as_str().unwrap()).collect();
+    for p in ["forward", "input_grad", "weight_grad"] {
+        assert!(passes.contains(&p), "{p} missing: {passes:?}");
+    }
+    // ResNet-20's 3x3 16 -> 16 convolutions at 32x32: six per forward pass (and the stem).
+    let c16 = convs
+        .iter()
+        .find(|t| t["shape"]["c"] == 16 && t["shape"]["o"] == 16 && t["pass"] == "forward")
+        .unwrap();
+    assert_eq!(c16["calls"].as_f64(), Some(6.0));
+    assert!(v[0]["infer"]["convolutions"].as_array().unwrap().len() > 3);
+    let text = ok(&words);
+    assert!(
+        text.contains("resnet20, training step: convolutions by shape"),
+        "{text}"
+    );
+    assert!(
+        text.contains("resnet20, inference: convolutions by shape"),
+        "{text}"
+    );
+    assert!(
+        !ok(&[
+            "bench", "resnet20", "--batch", "1", "--warmup", "0", "--iters", "1"
+        ])
+        .contains("by shape")
+    );
 }
 
 #[test]

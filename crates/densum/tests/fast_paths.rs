@@ -808,3 +808,42 @@ fn window_max_pooling_matches_generic() {
     assert_ran(&ran, &[(Kernel::WindowMaxPool, 1)], "inference max pool");
     assert!(rel_err(y, pool.forward(x)) <= 1e-6, "inference max pool");
 }
+
+/// The in-network convolution profile (`densum bench --conv-profile`) counts every call of a
+/// shape and pass while on, per iteration, and nothing once stopped.
+#[test]
+fn convolution_profile_counts_calls_by_shape_and_pass() {
+    use densum::nn::fast::conv::profile::{self, Pass};
+    let device = Device::flex().autodiff();
+    let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+    let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Normal(0.0, 1.0), &device);
+    let w = Tensor::<4>::random([5, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    let (x, w) = (x.require_grad(), w.require_grad());
+    profile::start();
+    for _ in 0..4 {
+        let grads = conv2d_fast(x.clone(), w.clone(), options.clone())
+            .sum()
+            .backward();
+        assert!(w.grad(&grads).is_some());
+    }
+    let times = profile::stop(2);
+    // Other tests of this file may run convolutions meanwhile: look for this shape only.
+    let ours: Vec<_> = times
+        .iter()
+        .filter(|t| t.shape.c == 3 && t.shape.o == 5 && t.shape.input == [9, 9])
+        .collect();
+    let pass = |p: Pass| ours.iter().find(|t| t.pass == p);
+    for p in [Pass::Forward, Pass::InputGrad, Pass::WeightGrad] {
+        let t = pass(p).unwrap_or_else(|| panic!("{p:?} not profiled: {times:?}"));
+        assert_eq!(t.calls, 2.0, "4 calls over 2 iterations");
+        assert_eq!(t.shape.stride, [2, 2]);
+        assert_eq!(t.shape.macs(25), 2 * 5 * 3 * 9 * 25);
+        assert!(t.ms > 0.0 && t.gmacs > 0.0);
+    }
+    assert!(pass(Pass::Inference).is_none());
+    let table = profile::table(&times);
+    assert!(table.contains("3->5 3x3 /2 @9x9, 2"), "{table}");
+    // Stopped: nothing more is counted.
+    let _ = conv2d_fast(x.clone(), w.clone(), options.clone()).into_data();
+    assert!(profile::stop(1).is_empty());
+}

@@ -12,6 +12,7 @@ use super::alloc;
 use super::{cost, group_digits};
 use crate::error::{DensumError, Result};
 use crate::net::Net;
+use crate::nn::fast::conv::profile::{self as conv_profile, ConvTime};
 use crate::train::config::OptimConfig;
 use crate::train::sgd::Sgd;
 use crate::zoo::ModelSpec;
@@ -43,6 +44,9 @@ pub struct BenchConfig {
     /// training defaults, or a recipe's through [`crate::train::config::recipe_optimizer`]),
     /// at the constant rate `optimizer.lr`.
     pub optimizer: OptimConfig,
+    /// Also time every fast convolution of the measured iterations by shape
+    /// ([`conv_profile`]): `TrainCost::convolutions` and `InferCost::convolutions`.
+    pub conv_profile: bool,
 }
 
 impl BenchConfig {
@@ -109,6 +113,9 @@ pub struct TrainCost {
     pub peak_bytes: Option<usize>,
     /// Bytes held after the forward pass for the backward pass (activation memory).
     pub activation_bytes: Option<usize>,
+    /// Per-shape convolution times of a measured step (with `conv_profile`; else empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub convolutions: Vec<ConvTime>,
 }
 
 /// Inference measurements.
@@ -120,6 +127,9 @@ pub struct InferCost {
     pub images_per_s: f64,
     /// Peak bytes above the level before the pass.
     pub peak_bytes: Option<usize>,
+    /// Per-shape convolution times of a measured pass (with `conv_profile`; else empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub convolutions: Vec<ConvTime>,
 }
 
 /// Everything measured for one model.
@@ -189,6 +199,9 @@ fn bench_train(
     let (mut fwd, mut bwd, mut opt, mut step) = (vec![], vec![], vec![], vec![]);
     let (mut peak, mut act) = (0usize, 0usize);
     for i in 0..cfg.warmup + cfg.iters {
+        if cfg.conv_profile && i == cfg.warmup {
+            conv_profile::start();
+        }
         let base = alloc::current();
         alloc::reset_peak();
         let t0 = Instant::now();
@@ -213,6 +226,7 @@ fn bench_train(
             act = act.max(held);
         }
     }
+    let convolutions = profiled(cfg);
     let step_ms = Stats::of(&step);
     TrainCost {
         forward_ms: Stats::of(&fwd),
@@ -222,6 +236,16 @@ fn bench_train(
         step_ms,
         peak_bytes: alloc::installed().then_some(peak),
         activation_bytes: alloc::installed().then_some(act),
+        convolutions,
+    }
+}
+
+/// The convolution profile of the measured iterations, if `cfg` asked for one.
+fn profiled(cfg: &BenchConfig) -> Vec<ConvTime> {
+    if cfg.conv_profile {
+        conv_profile::stop(cfg.iters)
+    } else {
+        Vec::new()
     }
 }
 
@@ -236,6 +260,9 @@ fn bench_infer(
     let mut times = vec![];
     let mut peak = 0usize;
     for i in 0..cfg.warmup + cfg.iters {
+        if cfg.conv_profile && i == cfg.warmup {
+            conv_profile::start();
+        }
         let base = alloc::current();
         alloc::reset_peak();
         let t0 = Instant::now();
@@ -246,11 +273,13 @@ fn bench_infer(
             peak = peak.max(measured_peak(base).unwrap_or(0));
         }
     }
+    let convolutions = profiled(cfg);
     let forward_ms = Stats::of(&times);
     InferCost {
         images_per_s: shape[0] as f64 / (forward_ms.median / 1e3),
         forward_ms,
         peak_bytes: alloc::installed().then_some(peak),
+        convolutions,
     }
 }
 
@@ -349,6 +378,25 @@ impl Comparison {
                 vals.join(","),
                 ratios.join(",")
             ));
+        }
+        out
+    }
+
+    /// The convolution profiles of every result (`BenchConfig::conv_profile`), one table
+    /// per model and mode; empty when none was taken.
+    pub fn conv_profiles(&self) -> String {
+        let mut out = String::new();
+        for r in &self.results {
+            let modes = [
+                ("training step", r.train.as_ref().map(|t| &t.convolutions)),
+                ("inference", r.infer.as_ref().map(|t| &t.convolutions)),
+            ];
+            for (mode, times) in modes {
+                if let Some(times) = times.filter(|t| !t.is_empty()) {
+                    out += &format!("{}, {mode}: convolutions by shape\n", r.model);
+                    out += &conv_profile::table(times);
+                }
+            }
         }
         out
     }

@@ -336,6 +336,7 @@ mod tests {
             iters: 1,
             mode: BenchMode::Infer,
             optimizer: Default::default(),
+            conv_profile: false,
         };
         let sweep = Sweep::parse("width=0.5").unwrap();
         let e = plan(&["resnet20".into()], &ModelOptions::default(), &cfg, &sweep).unwrap_err();

@@ -11,6 +11,7 @@
 //!   F(2x2, 3x3), 2.25x fewer multiplications;
 //! - `grad.rs`: weight gradient `dW[O, C·kh·kw] += dY_n · col(X_n)ᵀ`, input gradient
 //!   `col(dX_n) = Wᵀ · dY_n` then col2im, or a tiled forward of the rotated weights;
+//! - `profile.rs`: per-shape timing inside a network (`densum bench --conv-profile`);
 //! - `adapter.rs`: the tensor-level entry points ([`conv2d_fast`], [`conv_forward`]);
 //! - this file: the extension operation.
 //!
@@ -27,6 +28,7 @@ mod adapter;
 mod forward;
 mod geom;
 mod grad;
+pub mod profile;
 mod tiled;
 mod winograd;
 
@@ -51,6 +53,7 @@ use super::tensor::{flex, values};
 use forward::forward;
 use geom::Geom;
 use grad::{input_grad, weight_grad};
+use profile::Pass;
 
 /// Convolution operations with backend-specific forward and gradient kernels.
 ///
@@ -138,7 +141,9 @@ impl FastConvBackend for Flex {
     fn fast_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         match geometry(&x, &weight, &options, true) {
             Some(g) => {
-                let y = forward(&g, &values(&x), &values(&weight), None);
+                let y = profile::timed(&g, Pass::Forward, || {
+                    forward(&g, &values(&x), &values(&weight), None)
+                });
                 flex(y, vec![g.n, g.o, g.oh, g.ow])
             }
             None => Flex::conv2d(x, weight, None, options),
@@ -163,7 +168,9 @@ impl FastConvBackend for Flex {
                     shift: &shift,
                     relu,
                 };
-                let y = forward(&g, &values(&x), &values(&weight), Some(epilogue));
+                let y = profile::timed(&g, Pass::Inference, || {
+                    forward(&g, &values(&x), &values(&weight), Some(epilogue))
+                });
                 flex(y, vec![g.n, g.o, g.oh, g.ow])
             }
             None => {
@@ -180,7 +187,9 @@ impl FastConvBackend for Flex {
     ) -> FlexTensor {
         match geometry(&x, &weight, &options, true) {
             Some(g) => {
-                let dx = input_grad(&g, &values(&weight), &values(&grad));
+                let dx = profile::timed(&g, Pass::InputGrad, || {
+                    input_grad(&g, &values(&weight), &values(&grad))
+                });
                 flex(dx, vec![g.n, g.c, g.h, g.w])
             }
             None => Flex::conv2d_x_backward(x, weight, grad, options),
@@ -195,7 +204,9 @@ impl FastConvBackend for Flex {
     ) -> FlexTensor {
         match geometry(&x, &weight, &options, true) {
             Some(g) => {
-                let dw = weight_grad(&g, &values(&x), &values(&grad));
+                let dw = profile::timed(&g, Pass::WeightGrad, || {
+                    weight_grad(&g, &values(&x), &values(&grad))
+                });
                 flex(dw, vec![g.o, g.c, g.kh, g.kw])
             }
             None => Flex::conv2d_weight_backward(x, weight, grad, options),
