@@ -242,6 +242,58 @@ fn winograd_convolutions_match_generic() {
     }
 }
 
+/// Strided 3x3 convolutions with at least 32 outputs on output planes of at most 256
+/// positions run their forward directly on the tile kernel (`nn/fast/conv/direct.rs`): odd,
+/// non-square and one-row planes, output counts that leave a partial vector, the bounds either
+/// side; the gradients stay on the gemm path. The inference forward with a folded norm too.
+#[test]
+fn direct_strided_convolutions_match_generic() {
+    use burn::module::{Param, RunningState};
+    use burn::nn::BatchNormConfig;
+    use densum::nn::{conv, conv_bn_forward};
+
+    let strided = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+    let forward = if tile_expected() {
+        Kernel::ConvDirect
+    } else {
+        Kernel::ConvGemm
+    };
+    let direct = [
+        (forward, 1),
+        (Kernel::ConvInputGradGemm, 1),
+        (Kernel::ConvWeightGrad, 1),
+    ];
+    for (n, c, o, hw, expected) in [
+        (3, 5, 32, [16, 16], &direct[..]),
+        (2, 7, 40, [9, 7], &direct[..]),
+        (2, 3, 33, [1, 5], &direct[..]),
+        (1, 16, 64, [32, 32], &direct[..]), // 16x16 outputs: the largest plane taken
+        (1, 16, 64, [34, 34], &conv_kernels(3, Some(GEMM))[..]), // 17x17: gemm
+        (2, 4, 31, [16, 16], &conv_kernels(3, Some(GEMM))[..]), // 31 outputs: gemm
+    ] {
+        check_kernels(n, c, o, hw, 3, strided.clone(), expected);
+    }
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let cv = conv(6, 36, 3, 2, 1, &device);
+    let bn = burn::nn::BatchNorm {
+        gamma: Param::from_tensor(Tensor::random([36], normal, &device)),
+        beta: Param::from_tensor(Tensor::random([36], normal, &device)),
+        running_mean: RunningState::new(Tensor::random([36], normal, &device)),
+        running_var: RunningState::new(Tensor::random(
+            [36],
+            Distribution::Uniform(0.5, 2.0),
+            &device,
+        )),
+        ..BatchNormConfig::new(36).init(&device)
+    };
+    let x = Tensor::<4>::random([3, 6, 11, 12], normal, &device);
+    let y0 = burn::tensor::activation::relu(bn.forward(cv.forward(x.clone())));
+    let (y1, ran) = counted(|| conv_bn_forward(&cv, &bn, x.clone(), true));
+    assert_ran(&ran, &[(Kernel::ConvAffine, 1), (forward, 1)], "folded");
+    assert!(rel_err(y1, y0) <= 1e-5);
+}
+
 /// Weight gradients larger than L2 (over 256 Ki values) on small planes are one product over
 /// the whole batch (`weight_grad_batch` in `nn/fast/conv/grad.rs`), 1x1 and 3x3 (with its
 /// im2col), odd plane sizes; the per-image path is checked by every other case.

@@ -27,6 +27,9 @@ pub enum Kernel {
     /// Convolution forward of a stride-1 3x3 convolution (padding 1) through Winograd's
     /// F(2x2, 3x3) on the tile kernel (see `conv/winograd.rs`).
     ConvWinograd,
+    /// Convolution forward of a strided small-plane 3x3 convolution read in place by the tile
+    /// kernel, output channels across the lanes (see `conv/direct.rs`).
+    ConvDirect,
     /// The folded inference convolution + batch norm (its forward is one of the three above).
     ConvAffine,
     /// Convolution input gradient through the `gemm` crate and col2im.
@@ -79,11 +82,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 27] = [
+    pub const ALL: [Kernel; 28] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
         Kernel::ConvWinograd,
+        Kernel::ConvDirect,
         Kernel::ConvAffine,
         Kernel::ConvInputGradGemm,
         Kernel::ConvInputGradTile,

@@ -149,9 +149,98 @@ pub fn product_on(
     ldc: usize,
     accumulate: bool,
 ) {
+    assert_eq!(rows.len(), a.k, "B has one row per depth step");
+    run(isa, Source::Packed(a), src, rows, width, c, ldc, accumulate);
+}
+
+/// `C[r, 0..width] (+)= Σ_d a[rows_a[r] + depth_a[d]] · B[d, 0..width]` (`B` as in
+/// [`product`]): `A` read in place, row `r` at its own offset into `a` plus one offset per
+/// depth step, instead of packed.
+///
+/// Why: it is a direct convolution with the output channels across the vector lanes. With
+/// `a` a zero-padded image, `rows_a` the output positions (any of them, in any order) and
+/// `depth_a` the offsets of the (channel, tap) pairs, `B` the transposed weights `[K, O]`, the
+/// product is the convolution's output `[positions, O]`: no column matrix is built and no
+/// lanes are spent on padding columns or on planes narrower than a vector.
+///
+/// On the version of the kernel for `isa` (callers pass [`Isa::detected`]; tests every
+/// [`Isa::runnable`]).
+///
+/// # Panics
+/// If `depth_a` does not have `B`'s depth, a slice is too short for the shapes given, or this
+/// CPU cannot run `isa`.
+#[allow(clippy::too_many_arguments)]
+pub fn gathered_product(
+    isa: Isa,
+    a: &[f32],
+    rows_a: &[usize],
+    depth_a: &[usize],
+    src: &[f32],
+    rows: &[usize],
+    width: usize,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert_eq!(rows.len(), depth_a.len(), "B has one row per depth step");
+    let last = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+    assert!(
+        rows_a.is_empty() || depth_a.is_empty() || last(rows_a) + last(depth_a) < a.len(),
+        "A's values lie in a"
+    );
+    let source = Source::Gathered {
+        a,
+        rows: rows_a,
+        depth: depth_a,
+    };
+    run(isa, source, src, rows, width, c, ldc, accumulate);
+}
+
+/// Where a product's `A` comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Packed panels.
+    Packed(&'a PackedA),
+    /// Read in place: `(r, d)` at `a[rows[r] + depth[d]]`.
+    Gathered {
+        a: &'a [f32],
+        rows: &'a [usize],
+        depth: &'a [usize],
+    },
+}
+
+impl Source<'_> {
+    /// Rows and depth of `A`.
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Source::Packed(p) => (p.m, p.k),
+            Source::Gathered { rows, depth, .. } => (rows.len(), depth.len()),
+        }
+    }
+
+    /// `A[r, d]`.
+    fn at(&self, r: usize, d: usize) -> f32 {
+        match self {
+            Source::Packed(p) => p.data[(r / MR) * p.k * MR + d * MR + r % MR],
+            Source::Gathered { a, rows, depth } => a[rows[r] + depth[d]],
+        }
+    }
+}
+
+/// The loop over tiles shared by both sources of `A` (the callers checked `A`'s own bounds).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    isa: Isa,
+    a: Source,
+    src: &[f32],
+    rows: &[usize],
+    width: usize,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    accumulate: bool,
+) {
     assert!(isa.runs_here(), "this CPU cannot run the {isa:?} kernel");
-    let (m, k) = (a.m, a.k);
-    assert_eq!(rows.len(), k, "B has one row per depth step");
+    let (m, k) = a.shape();
     if m == 0 || width == 0 {
         return;
     }
@@ -162,29 +251,46 @@ pub fn product_on(
     assert!(c.len() >= (m - 1) * ldc + width, "C's rows lie in c");
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Portable {
+        type Tile = unsafe fn(usize, usize, x86::Operands);
+        let gathered = matches!(a, Source::Gathered { .. });
         // The version's columns per tile and its tile function; the loop over tiles is shared.
-        let (nr, tile): (usize, unsafe fn(usize, usize, x86::Operands)) = match isa {
-            Isa::Avx512 => (NR512, x86::avx512::tile),
-            _ => (NR, x86::tile),
+        let (nr, tile): (usize, Tile) = match (isa, gathered) {
+            (Isa::Avx512, false) => (NR512, x86::avx512::tile::<false>),
+            (Isa::Avx512, true) => (NR512, x86::avx512::tile::<true>),
+            (_, false) => (NR, x86::tile::<false>),
+            (_, true) => (NR, x86::tile::<true>),
         };
         for j0 in (0..width).step_by(nr) {
             let cols = nr.min(width - j0);
-            for (panel, pa) in a.data.chunks_exact(k * MR).enumerate() {
+            for panel in 0..m.div_ceil(MR) {
                 let tile_rows = MR.min(m - panel * MR);
-                // SAFETY: the version's instructions are present (`runs_here`); the panel
-                // holds k·MR values; every B row has `width ≥ j0 + cols` values from `rows[d]`
-                // inside `src`, and the tile reads only those `cols` columns; C's rows
-                // panel·MR + r (r < tile_rows) have `j0 + cols ≤ width` values at stride ldc
-                // inside `c` (asserts above).
+                let (a_ptr, a_depth, a_rows) = match a {
+                    Source::Packed(p) => {
+                        (p.data[panel * k * MR..].as_ptr(), std::ptr::null(), [0; MR])
+                    }
+                    Source::Gathered { a, rows, depth } => {
+                        let mut offsets = [0; MR];
+                        offsets[..tile_rows].copy_from_slice(&rows[panel * MR..][..tile_rows]);
+                        (a.as_ptr(), depth.as_ptr(), offsets)
+                    }
+                };
+                // SAFETY: the version's instructions are present (`runs_here`); A's rows
+                // r < tile_rows lie in the panel (k·MR values) or, gathered, at offsets
+                // inside `a` (the caller's assert); every B row has `width ≥ j0 + cols`
+                // values from `rows[d]` inside `src`, and the tile reads only those `cols`
+                // columns; C's rows panel·MR + r (r < tile_rows) have `j0 + cols ≤ width`
+                // values at stride ldc inside `c` (asserts above).
                 unsafe {
                     let op = x86::Operands {
                         k,
-                        a: pa.as_ptr(),
+                        a: a_ptr,
                         b: src.as_ptr().add(j0),
                         rows_b: rows.as_ptr(),
                         c: c.as_mut_ptr().cast::<f32>().add(panel * MR * ldc + j0),
                         ldc,
                         accumulate,
+                        a_depth,
+                        a_rows,
                     };
                     tile(tile_rows, cols, op);
                 }
@@ -197,7 +303,7 @@ pub fn product_on(
         for j in 0..width {
             let mut s = 0.0f32;
             for (d, &row) in rows.iter().enumerate() {
-                s += a.data[(r / MR) * k * MR + d * MR + r % MR] * src[row + j];
+                s += a.at(r, d) * src[row + j];
             }
             let dst = &mut c[r * ldc + j];
             // SAFETY: with `accumulate` the caller guarantees C is initialised.
@@ -230,7 +336,7 @@ mod x86 {
         /// AVX-512 F must be available; otherwise as [`super::tile`] (only `cols` columns of
         /// `B` and `C` are touched).
         #[target_feature(enable = "avx512f")]
-        pub(in super::super) unsafe fn tile(rows: usize, cols: usize, op: Operands) {
+        pub(in super::super) unsafe fn tile<const G: bool>(rows: usize, cols: usize, op: Operands) {
             let vectors = cols.div_ceil(LANES512);
             let tail = cols - (vectors - 1) * LANES512;
             let mask: __mmask16 = if tail == LANES512 {
@@ -244,10 +350,10 @@ mod x86 {
                     ($($r:literal),*) => {
                         match (rows, vectors) {
                             $(
-                                ($r, 4) => full::<$r, 4>(op, mask),
-                                ($r, 3) => full::<$r, 3>(op, mask),
-                                ($r, 2) => full::<$r, 2>(op, mask),
-                                ($r, _) => full::<$r, 1>(op, mask),
+                                ($r, 4) => full::<$r, 4, G>(op, mask),
+                                ($r, 3) => full::<$r, 3, G>(op, mask),
+                                ($r, 2) => full::<$r, 2, G>(op, mask),
+                                ($r, _) => full::<$r, 1, G>(op, mask),
                             )*
                             _ => unreachable!("1 to {MR} rows"),
                         }
@@ -260,21 +366,27 @@ mod x86 {
         /// The `R x 16V` tile: `V` vector loads of `B` (the last masked) and `R` broadcasts
         /// of `A` per depth step feed `R·V` independent FMA chains.
         #[inline(always)]
-        unsafe fn full<const R: usize, const V: usize>(op: Operands, mask: __mmask16) {
+        unsafe fn full<const R: usize, const V: usize, const G: bool>(
+            op: Operands,
+            mask: __mmask16,
+        ) {
             let Operands {
                 k,
-                a,
                 b,
                 rows_b,
                 c,
                 ldc,
                 accumulate,
+                ..
             } = op;
             // SAFETY (whole body): the caller's contract (see `tile`); masked lanes are
             // neither read nor written.
             unsafe {
                 let mut acc = [[_mm512_setzero_ps(); V]; R];
-                let mut pa = a;
+                // Gathered A (G): each row's own pointer, plus the depth's offset.
+                let gathered = G;
+                let row_ptr: [*const f32; R] = std::array::from_fn(|r| op.a.add(op.a_rows[r]));
+                let mut pa = op.a;
                 for d in 0..k {
                     let pb = b.add(*rows_b.add(d));
                     let mut bv = [_mm512_setzero_ps(); V];
@@ -285,8 +397,14 @@ mod x86 {
                             _mm512_loadu_ps(pb.add(v * LANES512))
                         };
                     }
+                    let off = if gathered { *op.a_depth.add(d) } else { 0 };
                     for (r, row) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*pa.add(r));
+                        let from = if gathered {
+                            row_ptr[r].add(off)
+                        } else {
+                            pa.add(r)
+                        };
+                        let av = _mm512_set1_ps(*from);
                         for (v, slot) in row.iter_mut().enumerate() {
                             *slot = _mm512_fmadd_ps(av, bv[v], *slot);
                         }
@@ -321,16 +439,21 @@ mod x86 {
         pub c: *mut f32,
         pub ldc: usize,
         pub accumulate: bool,
+        /// Gathered `A` (null: `a` is a packed panel): element `(r, d)` at
+        /// `a + a_rows[r] + a_depth[d]`.
+        pub a_depth: *const usize,
+        pub a_rows: [usize; MR],
     }
 
     /// One register tile: `C[rows, cols] (+)= A_panel[rows, k] · B[k, cols]`.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `a` holds `k·MR` values; `rows_b` holds `k` offsets
+    /// AVX2 and FMA must be available; `a` holds `k·MR` values (or, with `G`, the gathered
+    /// values `a + a_rows[r] + a_depth[d]` exist); `rows_b` holds `k` offsets
     /// and each row of `B` has `cols` readable values; `C` rows `0..rows` at stride `ldc`
     /// have `cols` writable values.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile(rows: usize, cols: usize, op: Operands) {
+    pub(super) unsafe fn tile<const G: bool>(rows: usize, cols: usize, op: Operands) {
         // SAFETY (whole body): the caller's contract above.
         unsafe {
             let vectors = cols / LANES;
@@ -339,7 +462,7 @@ mod x86 {
                 // this AVX2 function and compiled with its features.
                 macro_rules! run {
                     ($r:literal, $v:literal) => {
-                        full::<$r, $v>(op)
+                        full::<$r, $v, G>(op)
                     };
                 }
                 match (rows, vectors) {
@@ -372,7 +495,7 @@ mod x86 {
                 bb_rows.push(d * LANES);
             }
             let mut cc = [0.0f32; MR * LANES];
-            full::<MR, 1>(Operands {
+            full::<MR, 1, G>(Operands {
                 b: bb.as_ptr(),
                 rows_b: bb_rows.as_ptr(),
                 c: cc.as_mut_ptr(),
@@ -393,28 +516,36 @@ mod x86 {
     /// The full `R x 8V` tile (`R ≤ 6`, `V ≤ 2`): `V` vector loads of `B` and `R` broadcasts
     /// of `A` per depth step feed `R·V` independent FMA chains.
     #[inline(always)]
-    unsafe fn full<const R: usize, const V: usize>(op: Operands) {
+    unsafe fn full<const R: usize, const V: usize, const G: bool>(op: Operands) {
         let Operands {
             k,
-            a,
             b,
             rows_b,
             c,
             ldc,
             accumulate,
+            ..
         } = op;
         // SAFETY (whole body): the caller's contract (see `tile`).
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); V]; R];
-            let mut pa = a;
+            let gathered = G;
+            let row_ptr: [*const f32; R] = std::array::from_fn(|r| op.a.add(op.a_rows[r]));
+            let mut pa = op.a;
             for d in 0..k {
                 let pb = b.add(*rows_b.add(d));
                 let mut bv = [_mm256_setzero_ps(); V];
                 for (v, slot) in bv.iter_mut().enumerate() {
                     *slot = _mm256_loadu_ps(pb.add(v * LANES));
                 }
+                let off = if gathered { *op.a_depth.add(d) } else { 0 };
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = _mm256_broadcast_ss(&*pa.add(r));
+                    let from = if gathered {
+                        row_ptr[r].add(off)
+                    } else {
+                        pa.add(r)
+                    };
+                    let av = _mm256_broadcast_ss(&*from);
                     for (v, slot) in row.iter_mut().enumerate() {
                         *slot = _mm256_fmadd_ps(av, bv[v], *slot);
                     }
@@ -440,6 +571,56 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gathered kernel (A read in place) against plain loops: every remainder of rows and
+    /// columns, rows of A at arbitrary offsets, depth offsets that overlap between rows (a
+    /// convolution's windows), accumulation, every version of the kernel this CPU runs.
+    #[test]
+    fn gathered_kernel_matches_plain_loops() {
+        let value = |i: usize| ((i * 7919) % 23) as f32 / 11.0 - 1.0;
+        for (m, k, width) in [
+            (1, 1, 1),
+            (6, 9, 16),
+            (13, 9, 37),
+            (7, 27, 64),
+            (17, 5, 129),
+        ] {
+            let a: Vec<f32> = (0..m * 5 + k * 3 + 8).map(|i| value(i + 3)).collect();
+            let rows_a: Vec<usize> = (0..m).map(|r| (r * 5) % (m * 5 + 1)).collect();
+            let depth_a: Vec<usize> = (0..k).map(|d| d * 3 % (k * 3 + 1)).collect();
+            let ldb = width + 2;
+            let b: Vec<f32> = (0..k * ldb).map(|i| value(i + 5)).collect();
+            let rows: Vec<usize> = (0..k).map(|d| d * ldb).collect();
+            let ldc = width + 3;
+            for accumulate in [false, true] {
+                for isa in Isa::runnable() {
+                    let init: Vec<f32> = (0..m * ldc).map(|i| value(i + 11)).collect();
+                    let mut c: Vec<MaybeUninit<f32>> =
+                        init.iter().map(|&v| MaybeUninit::new(v)).collect();
+                    gathered_product(
+                        isa, &a, &rows_a, &depth_a, &b, &rows, width, &mut c, ldc, accumulate,
+                    );
+                    for r in 0..m {
+                        for j in 0..ldc {
+                            // SAFETY: every element was initialised above.
+                            let got = unsafe { c[r * ldc + j].assume_init() };
+                            let term = |d: usize| a[rows_a[r] + depth_a[d]] * b[rows[d] + j];
+                            let want = if j < width {
+                                let s: f32 = (0..k).map(term).sum();
+                                if accumulate { init[r * ldc + j] + s } else { s }
+                            } else {
+                                init[r * ldc + j]
+                            };
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs() + k as f32),
+                                "{isa:?} m{m} k{k} w{width} r{r} j{j}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// The kernel against plain loops, over every remainder of rows (panels of 6) and
     /// columns (vectors of 8 and 16, tiles of 16 and 64), shifted overlapping rows of `B`, and

@@ -11,6 +11,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::direct;
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
@@ -28,6 +29,10 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
         let u =
             winograd::transform_weights(g.o, g.c, |o, c, i, j| w[((o * g.c + c) * 3 + i) * 3 + j]);
         return winograd::forward(g, x, &u, epilogue);
+    }
+    if direct::applies(g) {
+        probe::hit(Kernel::ConvDirect);
+        return direct::forward(g, x, w, epilogue);
     }
     if let Some(how) = tiled_forward(g) {
         probe::hit(how.kernel());

@@ -25,6 +25,7 @@
 //! [`conv2d`](burn::tensor::module::conv2d) unchanged; tests compare both paths.
 
 mod adapter;
+mod direct;
 mod forward;
 mod geom;
 mod grad;
