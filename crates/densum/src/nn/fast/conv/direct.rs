@@ -73,7 +73,9 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
     let (img_in, img_out, padded_len) = (g.c * g.h * g.w, o * p, g.c * plane);
     // Images per task: their padded copies and outputs within L2, so the depth blocks below
     // are reused over all of the group's positions.
-    let group = (GROUP_VALUES / (padded_len + p * o).max(1)).clamp(1, g.n.max(1));
+    // (and at most a thread's share of the batch, so every thread gets a group).
+    let share = g.n.div_ceil(rayon::current_num_threads()).max(1);
+    let group = (GROUP_VALUES / (padded_len + p * o).max(1)).clamp(1, share);
     let group_positions: Vec<usize> = (0..group)
         .flat_map(|i| positions.iter().map(move |&q| i * padded_len + q))
         .collect();
