@@ -9,7 +9,7 @@
 //! (`densum bench --conv-profile`, ResNet-50 0.25x CIFAR, batch 64) the three strided 3x3
 //! forwards went from 2.3-4.0 to 1.9-2.1 ms each. Where it did not pay, measured the same way:
 //! stride-1 3x3 convolutions (64 → 64 at 8x8 and 128 → 128 at 4x4 no faster inside the
-//! network, the 4x4 input gradient slower), strided 1x1 convolutions (1.4-1.5x slower: too
+//! network, the 4x4 input gradient slower), strided 1x1 convolutions (1.3-1.5x slower: too
 //! little depth to hide the transposition of the output), and 512 channels (1.5x slower: the
 //! transposed weights, 9.4 MB, no longer stay in L2).
 
@@ -72,8 +72,8 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
         .collect();
     let (img_in, img_out, padded_len) = (g.c * g.h * g.w, o * p, g.c * plane);
     // Images per task: their padded copies and outputs within L2, so the depth blocks below
-    // are reused over all of the group's positions.
-    // (and at most a thread's share of the batch, so every thread gets a group).
+    // are reused over all of the group's positions, and at most a thread's share of the batch,
+    // so every thread gets a group.
     let share = g.n.div_ceil(rayon::current_num_threads()).max(1);
     let group = (GROUP_VALUES / (padded_len + p * o).max(1)).clamp(1, share);
     let group_positions: Vec<usize> = (0..group)
