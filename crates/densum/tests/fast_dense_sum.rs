@@ -289,7 +289,7 @@ fn model_step(
         assert_eq!(fused_kernels, 0, "the composed sums ran: {ran:?}");
     }
     assert!(
-        ran.get(Kernel::ConvWeightGrad) > 0,
+        ran.get(Kernel::ConvWeightGrad) + ran.get(Kernel::ConvWeightGradDirect) > 0,
         "fast convolutions: {ran:?}"
     );
     out

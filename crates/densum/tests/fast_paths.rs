@@ -54,9 +54,21 @@ fn forward_kernel(tiled: bool, k: usize) -> Kernel {
     }
 }
 
-/// The kernels one forward + backward of a convolution with kernel size `k` runs: `None` for a
-/// case the kernels do not cover (Burn's convolution inside the extension, three times).
-fn conv_kernels(k: usize, tiled: Option<Tiled>) -> Vec<(Kernel, u64)> {
+/// The weight-gradient kernel of a `c` → `o` convolution with kernel size `k`: 3x3 with at
+/// least 32 outputs and at most 256 Ki weights read the input in place (`conv/direct.rs`)
+/// where the tile kernel runs.
+fn weight_grad_kernel(k: usize, c: usize, o: usize) -> Kernel {
+    if tile_expected() && k == 3 && o >= 32 && c * 9 * o <= 256 * 1024 {
+        Kernel::ConvWeightGradDirect
+    } else {
+        Kernel::ConvWeightGrad
+    }
+}
+
+/// The kernels one forward + backward of a `c` → `o` convolution with kernel size `k` runs:
+/// `None` for a case the kernels do not cover (Burn's convolution inside the extension, three
+/// times).
+fn conv_kernels(k: usize, c: usize, o: usize, tiled: Option<Tiled>) -> Vec<(Kernel, u64)> {
     let Some(tiled) = tiled else {
         return vec![(Kernel::ConvGeneric, 3)];
     };
@@ -66,7 +78,11 @@ fn conv_kernels(k: usize, tiled: Option<Tiled>) -> Vec<(Kernel, u64)> {
     } else {
         Kernel::ConvInputGradGemm
     };
-    vec![(forward, 1), (input_grad, 1), (Kernel::ConvWeightGrad, 1)]
+    vec![
+        (forward, 1),
+        (input_grad, 1),
+        (weight_grad_kernel(k, c, o), 1),
+    ]
 }
 
 /// Output, input gradient and weight gradient of `conv` on the autodiff Flex device, with an
@@ -113,7 +129,8 @@ fn check_options(
     options: ConvOptions<2>,
     tiled: Option<Tiled>,
 ) {
-    check_kernels(n, c, o, hw, k, options, &conv_kernels(k, tiled));
+    let expected = conv_kernels(k, c / options.groups, o, tiled);
+    check_kernels(n, c, o, hw, k, options, &expected);
 }
 
 /// Values and both gradients of the fast convolution against Burn's, the fast side running
@@ -226,12 +243,14 @@ fn winograd_convolutions_match_generic() {
             vec![
                 (Kernel::ConvWinograd, 1),
                 (Kernel::ConvInputGradWinograd, 1),
-                (Kernel::ConvWeightGrad, 1),
+                (weight_grad_kernel(3, c, o), 1),
             ]
         } else {
             let tiled = hw[1] >= 16;
             conv_kernels(
                 3,
+                c,
+                o,
                 Some(Tiled {
                     forward: tiled,
                     input_grad: tiled,
@@ -243,11 +262,13 @@ fn winograd_convolutions_match_generic() {
 }
 
 /// Strided 3x3 convolutions with at least 32 outputs on output planes of at most 256
-/// positions run their forward directly on the tile kernel (`nn/fast/conv/direct.rs`): odd,
-/// non-square and one-row planes, output counts that leave a partial vector, the bounds either
-/// side; the gradients stay on the gemm path. The inference forward with a folded norm too.
+/// positions run their forward directly on the tile kernel (`nn/fast/conv/direct.rs`), and
+/// 3x3 weight gradients with at least 32 outputs read the input in place the same way (stride
+/// 1 and 2): odd, non-square and one-row planes, output counts that leave a partial vector,
+/// the bounds either side; the input gradients of strided ones stay on the gemm path. The
+/// inference forward with a folded norm too.
 #[test]
-fn direct_strided_convolutions_match_generic() {
+fn direct_convolutions_match_generic() {
     use burn::module::{Param, RunningState};
     use burn::nn::BatchNormConfig;
     use densum::nn::{conv, conv_bn_forward};
@@ -258,20 +279,39 @@ fn direct_strided_convolutions_match_generic() {
     } else {
         Kernel::ConvGemm
     };
-    let direct = [
-        (forward, 1),
-        (Kernel::ConvInputGradGemm, 1),
-        (Kernel::ConvWeightGrad, 1),
-    ];
-    for (n, c, o, hw, expected) in [
-        (3, 5, 32, [16, 16], &direct[..]),
-        (2, 7, 40, [9, 7], &direct[..]),
-        (2, 3, 33, [1, 5], &direct[..]),
-        (1, 16, 64, [32, 32], &direct[..]), // 16x16 outputs: the largest plane taken
-        (1, 16, 64, [34, 34], &conv_kernels(3, Some(GEMM))[..]), // 17x17: gemm
-        (2, 4, 31, [16, 16], &conv_kernels(3, Some(GEMM))[..]), // 31 outputs: gemm
+    for (n, c, o, hw, direct) in [
+        (3, 5, 32, [16, 16], true),
+        (2, 7, 40, [9, 7], true),
+        (2, 3, 33, [1, 5], true),
+        (1, 16, 64, [32, 32], true), // 16x16 outputs: the largest plane taken
+        (1, 16, 64, [34, 34], false), // 17x17: gemm forward, direct weight gradient
+        (2, 4, 31, [16, 16], false), // 31 outputs: gemm
+        (1, 30, 1000, [6, 6], false), // 270,000 weights (over 256 Ki): gemm
     ] {
-        check_kernels(n, c, o, hw, 3, strided.clone(), expected);
+        let mut expected = conv_kernels(3, c, o, Some(GEMM));
+        if direct {
+            expected[0] = (forward, 1);
+        }
+        check_kernels(n, c, o, hw, 3, strided.clone(), &expected);
+    }
+    // Stride-1 weight gradients in place where neither Winograd nor the shifted tile takes
+    // the forward (8x8 and 4x4 planes), and where the shifted tile does (16x16, 16 channels in).
+    let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    for (n, c, o, hw, tiled) in [
+        (3, 64, 32, [8, 8], false),
+        (2, 20, 48, [4, 5], false),
+        (2, 16, 32, [16, 16], true),
+    ] {
+        let tiled = Tiled {
+            forward: tiled,
+            input_grad: tiled,
+        };
+        let expected = conv_kernels(3, c, o, Some(tiled));
+        assert_eq!(
+            expected[2].0 == Kernel::ConvWeightGradDirect,
+            tile_expected()
+        );
+        check_kernels(n, c, o, hw, 3, same.clone(), &expected);
     }
     let device = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);

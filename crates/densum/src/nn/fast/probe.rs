@@ -39,8 +39,11 @@ pub enum Kernel {
     /// Convolution input gradient of a stride-1 3x3 convolution through Winograd's F(2x2, 3x3)
     /// (a forward of the rotated weights).
     ConvInputGradWinograd,
-    /// Convolution weight gradient (im2col + `gemm`).
+    /// Convolution weight gradient (im2col + `gemm`, or one product over the whole batch).
     ConvWeightGrad,
+    /// Convolution weight gradient of a 3x3 convolution with the input read in place by the
+    /// tile kernel (see `conv/direct.rs`).
+    ConvWeightGradDirect,
     /// Burn's own convolution (forward or gradient) inside the extension, for a case the kernels
     /// do not cover (dtype, groups, dilation, asymmetric padding).
     ConvGeneric,
@@ -82,7 +85,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 28] = [
+    pub const ALL: [Kernel; 29] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -93,6 +96,7 @@ impl Kernel {
         Kernel::ConvInputGradTile,
         Kernel::ConvInputGradWinograd,
         Kernel::ConvWeightGrad,
+        Kernel::ConvWeightGradDirect,
         Kernel::ConvGeneric,
         Kernel::BatchNormStats,
         Kernel::BatchNormApply,

@@ -1,6 +1,8 @@
 //! Direct convolution with the output channels across the vector lanes: the tile kernel reads
 //! the input in place (a zero-padded copy of each image), one output position per tile row,
-//! through [`gathered_product`], against the transposed weights `[C·kh·kw, O]`.
+//! through [`gathered_product`], against the transposed weights `[C·kh·kw, O]`. The weight
+//! gradient is the same product turned around: the taps as the tile's rows, the output
+//! positions as its depth, the transposed output gradient `[P, O]` across the lanes.
 //!
 //! Why: a strided 3x3 convolution's im2col gathers every other value of each row (a third to
 //! a half of its forward time on ResNet-50's downsampling convolutions at CIFAR sizes), and
@@ -144,3 +146,89 @@ fn pad(g: &Geom, x: &[f32], out: &mut [f32], hp: usize, wp: usize) {
         }
     }
 }
+
+/// Whether `g`'s weight gradient runs here ([`weight_grad`]): 3x3 convolutions of any stride
+/// with the forward's bounds on outputs and weights. Inside the network (`--conv-profile`) it
+/// took DenseNet-121's 128 → 32 weight gradient at 56x56 from 95.3 to 60.9 ms per step (per
+/// image the im2col + GEMM path built a 14 MB column matrix there, 1,152 x 3,136) and the six
+/// 3x3 weight gradients of ResNet-50 0.25x CIFAR that it takes from 28.9 to 22.9 ms.
+pub(super) fn weight_grad_applies(g: &Geom) -> bool {
+    crate::nn::fast::tile_kernel_enabled()
+        && g.kh == 3
+        && g.kw == 3
+        && g.o >= MIN_OUTPUTS
+        && g.k() * g.o <= MAX_WEIGHTS
+}
+
+/// Weight gradient `[O, C, kh, kw]` of `g` with the input read in place: `dWᵀ[K, O] =
+/// Σ_images Σ_p X_pad[tap_k + position_p] · dYᵀ[p, O]`, the taps as the tile's rows, the output
+/// positions as its depth, each image's output gradient transposed to `[P, O]` for the lanes.
+/// Images split over the threads, each summing its own partial `dWᵀ`.
+pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p, o) = (g.k(), g.p(), g.o);
+    let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+    let plane = hp * wp;
+    let taps: Vec<usize> = (0..g.c)
+        .flat_map(|c| {
+            (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| c * plane + ki * wp + kj))
+        })
+        .collect();
+    let positions: Vec<usize> = (0..g.oh)
+        .flat_map(|oy| (0..g.ow).map(move |ox| oy * g.stride[0] * wp + ox * g.stride[1]))
+        .collect();
+    let dyt_rows = strided_rows(p, o);
+    let (img_in, img_out, padded_len) = (g.c * g.h * g.w, o * p, g.c * plane);
+    let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
+    let per = g.n.div_ceil(threads).max(1);
+    let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let mut dwt = vec![0.0f32; k * o];
+            with_scratch(padded_len + p * o, |buf| {
+                let (padded, dyt) = buf.split_at_mut(padded_len);
+                for img in t * per..((t + 1) * per).min(g.n) {
+                    pad(g, &x[img * img_in..][..img_in], padded, hp, wp);
+                    // dYᵀ [P, O] of this image.
+                    let dy_n = &dy[img * img_out..][..img_out];
+                    for (oc, row) in dy_n.chunks_exact(p).enumerate() {
+                        for (q, &v) in row.iter().enumerate() {
+                            dyt[q * o + oc] = v;
+                        }
+                    }
+                    for d0 in (0..p).step_by(POSITION_BLOCK) {
+                        let d1 = (d0 + POSITION_BLOCK).min(p);
+                        gathered_product(
+                            Isa::detected(),
+                            padded,
+                            &taps,
+                            &positions[d0..d1],
+                            dyt,
+                            &dyt_rows[d0..d1],
+                            o,
+                            as_uninit(&mut dwt),
+                            o,
+                            true,
+                        );
+                    }
+                }
+            });
+            dwt
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut dwt = parts.next().unwrap_or_else(|| vec![0.0; k * o]);
+    for part in parts {
+        dwt.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
+    }
+    // dWᵀ [K, O] → dW [O, K].
+    let mut dw = vec![0.0f32; o * k];
+    for (kk, row) in dwt.chunks_exact(o).enumerate() {
+        for (oc, &v) in row.iter().enumerate() {
+            dw[oc * k + kk] = v;
+        }
+    }
+    dw
+}
+
+/// Output positions per depth block of [`weight_grad`]: 256 rows of a 64-lane `dYᵀ` are 64 KB.
+const POSITION_BLOCK: usize = 256;

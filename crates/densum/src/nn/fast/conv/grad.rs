@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::direct;
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
@@ -42,6 +43,10 @@ const BATCH_VALUES: usize = 16 << 20;
 /// and on small-`K` ones when it is column-major (measured over ResNet-50's shapes), so the
 /// destination is `dWᵀ` (column-major `[O, K]`) whenever `K ≥ O`, transposed once at the end.
 pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if direct::weight_grad_applies(g) {
+        probe::hit(Kernel::ConvWeightGradDirect);
+        return direct::weight_grad(g, x, dy);
+    }
     probe::hit(Kernel::ConvWeightGrad);
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);

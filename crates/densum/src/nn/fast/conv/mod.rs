@@ -7,8 +7,8 @@
 //!   while each image's output is in cache;
 //! - `tiled.rs`: the shapes that take the tile kernel and how it reads them (1x1 input bands,
 //!   shifted views of a padded image);
-//! - `direct.rs`: strided 3x3 convolutions on small planes read in place by the tile kernel,
-//!   output channels across the lanes (no im2col);
+//! - `direct.rs`: strided 3x3 convolutions on small planes, and 3x3 weight gradients, read in
+//!   place by the tile kernel, output channels across the lanes (no im2col);
 //! - `winograd.rs`: stride-1 3x3 convolutions (and their input gradients) through Winograd's
 //!   F(2x2, 3x3), 2.25x fewer multiplications;
 //! - `grad.rs`: weight gradient `dW[O, C·kh·kw] += dY_n · col(X_n)ᵀ`, input gradient
