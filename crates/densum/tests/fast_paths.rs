@@ -294,22 +294,28 @@ fn direct_convolutions_match_generic() {
         }
         check_kernels(n, c, o, hw, 3, strided.clone(), &expected);
     }
-    // Stride-1 weight gradients in place where neither Winograd nor the shifted tile takes
-    // the forward (8x8 and 4x4 planes), and where the shifted tile does (16x16, 16 channels in).
+    // Stride 1: the direct forward and in-place weight gradient where neither Winograd nor
+    // the shifted tile takes the forward (planes of at most 64 positions: 8x8, 4x5), the
+    // shifted tile where it does (16x16, 16 channels in), gemm for 31 outputs.
     let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-    for (n, c, o, hw, tiled) in [
-        (3, 64, 32, [8, 8], false),
-        (2, 20, 48, [4, 5], false),
-        (2, 16, 32, [16, 16], true),
+    for (n, c, o, hw, tiled, direct) in [
+        (3, 64, 32, [8, 8], false, true),
+        (2, 20, 48, [4, 5], false, true),
+        (2, 8, 31, [8, 8], false, false),
+        (2, 16, 32, [16, 16], true, false),
+        (1, 8, 32, [9, 8], false, false), // 72 positions: gemm forward
     ] {
         let tiled = Tiled {
             forward: tiled,
             input_grad: tiled,
         };
-        let expected = conv_kernels(3, c, o, Some(tiled));
+        let mut expected = conv_kernels(3, c, o, Some(tiled));
+        if direct {
+            expected[0] = (forward, 1);
+        }
         assert_eq!(
             expected[2].0 == Kernel::ConvWeightGradDirect,
-            tile_expected()
+            tile_expected() && o >= 32
         );
         check_kernels(n, c, o, hw, 3, same.clone(), &expected);
     }

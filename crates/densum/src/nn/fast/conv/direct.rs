@@ -9,11 +9,14 @@
 //! its products are narrow (4x4 to 16x16 output planes). Here there is no column matrix and
 //! every lane holds an output channel, whatever the plane size. Inside a training step
 //! (`densum bench --conv-profile`, ResNet-50 0.25x CIFAR, batch 64) the three strided 3x3
-//! forwards went from 2.3-4.0 to 1.9-2.1 ms each. Where it did not pay, measured the same way:
-//! stride-1 3x3 convolutions (64 → 64 at 8x8 and 128 → 128 at 4x4 no faster inside the
-//! network, the 4x4 input gradient slower), strided 1x1 convolutions (1.3-1.5x slower: too
-//! little depth to hide the transposition of the output), and 512 channels (1.5x slower: the
-//! transposed weights, 9.4 MB, no longer stay in L2).
+//! forwards went from 2.3-4.0 to 1.9-2.1 ms each. Stride-1 3x3 forwards on planes of at most
+//! 64 positions take it too: on AMD Zen 4 (256-bit FMA rate) they were no faster inside the
+//! network, on Intel AVX-512 they were 1.1-1.4x faster ([`MAX_POSITIONS_STRIDE_1`]). Where it
+//! did not pay, measured the same way: stride-1 input gradients (the 4x4 one 1.2-1.35x
+//! slower), 1x1 convolutions, strided (1.3-1.5x slower: too little depth to hide the
+//! transposition of the output) or at 4x4 (1.3-1.8x slower on Intel, forward and input
+//! gradient), and 512 channels (1.5x slower: the transposed weights, 9.4 MB, no longer stay in
+//! L2).
 
 use rayon::prelude::*;
 
@@ -27,8 +30,11 @@ pub(super) fn applies(g: &Geom) -> bool {
     crate::nn::fast::tile_kernel_enabled()
         && g.kh == 3
         && g.kw == 3
-        && g.stride == [2, 2]
-        && g.p() <= MAX_POSITIONS
+        && match g.stride {
+            [2, 2] => g.p() <= MAX_POSITIONS,
+            [1, 1] => g.p() <= MAX_POSITIONS_STRIDE_1,
+            _ => false,
+        }
         && g.o >= MIN_OUTPUTS
         && g.k() * g.o <= MAX_WEIGHTS
 }
@@ -37,8 +43,15 @@ pub(super) fn applies(g: &Geom) -> bool {
 /// group of images (512 → 512 channels at 7x7 ran 1.5x slower than im2col + GEMM).
 const MAX_WEIGHTS: usize = 256 * 1024;
 
-/// Output positions per image up to which [`applies`] holds.
+/// Output positions per image up to which [`applies`] holds for stride 2.
 const MAX_POSITIONS: usize = 256;
+
+/// Output positions per image up to which [`applies`] holds for stride 1 (8x8 planes and
+/// smaller; the ones neither Winograd nor the shifted tile takes). On the Intel AVX-512 CPU of
+/// session 11, inside a training step (`--conv-profile`), the stride-1 forwards went from 4.5
+/// to 3.4-3.8 ms (ResNet-50 0.25x CIFAR, 128 → 128 at 4x4), 8.0 to 6.9-7.4 ms (64 → 64 at 8x8)
+/// and 6.4 to 4.6 ms (DenseNet-121's 128 → 32 at 7x7); at 16x16 and 14x14 it gained nothing.
+const MAX_POSITIONS_STRIDE_1: usize = 64;
 
 /// Fewest output channels (lanes) for which a tile keeps enough FMA chains busy.
 const MIN_OUTPUTS: usize = 32;
