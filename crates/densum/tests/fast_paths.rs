@@ -187,6 +187,16 @@ fn spatial_convolutions_match_generic() {
     check(1, 2, 3, [3, 3], 5, 1, 2, GEMM); // kernel larger than the map's interior
 }
 
+/// Column matrices over 1 MB are built and multiplied a band of output rows at a time
+/// (forward and weight gradient; `conv/forward.rs`, `COL_VALUES`).
+#[test]
+fn banded_columns_match_generic() {
+    // ImageNet-sized stem: 147 x 13,110 columns, bands of 15 output rows (the last 9).
+    check(1, 3, 5, [227, 229], 7, 2, 3, GEMM);
+    // Stride-1 "same" on a plane too narrow for the tile: bands of 32 rows of shifted copies.
+    check(1, 60, 4, [400, 15], 3, 1, 1, GEMM);
+}
+
 /// Shapes that take the AVX2 tile kernel where the CPU has it (`nn/fast/conv/tiled.rs`): 1x1
 /// with at most 32 outputs, depth ≥ 32 and ≥ 256 positions; stride-1 "same" convolutions on
 /// planes at least 16 wide (shifted views of a padded copy), whose input gradients are the

@@ -9,6 +9,7 @@ use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
+use std::ops::Range;
 
 /// Geometry of one convolution, in the terms the kernels use.
 #[derive(Clone, Copy, Debug)]
@@ -93,31 +94,42 @@ impl Geom {
 
     /// col[K, P] from one image x[C, H, W] (zeros where the window is in the padding).
     pub(super) fn im2col(&self, x: &[f32], col: &mut [f32]) {
-        let p = self.p();
+        self.im2col_rows(x, col, 0..self.oh);
+    }
+
+    /// The columns of output rows `rows` only: col[K, rows.len()·OW], so a large column
+    /// matrix can be built (and multiplied) a band of rows at a time.
+    pub(super) fn im2col_rows(&self, x: &[f32], col: &mut [f32], rows: Range<usize>) {
+        let (r0, r1) = (rows.start, rows.end.min(self.oh));
+        let len = r1.saturating_sub(r0) * self.ow;
+        // Positions are absolute (oy·OW + ox); the band's row holds them from `base` on.
+        let base = r0 * self.ow;
         for ci in 0..self.c {
             let plane = &x[ci * self.h * self.w..][..self.h * self.w];
             for ki in 0..self.kh {
-                let (oy0, oy1) = Self::valid(self.oh, self.stride[0], ki, self.pad[0], self.h);
+                let (v0, v1) = Self::valid(self.oh, self.stride[0], ki, self.pad[0], self.h);
+                let (oy0, oy1) = (v0.clamp(r0, r1), v1.clamp(r0, r1));
                 for kj in 0..self.kw {
                     let (ox0, ox1) = Self::valid(self.ow, self.stride[1], kj, self.pad[1], self.w);
-                    let row = &mut col[((ci * self.kh + ki) * self.kw + kj) * p..][..p];
+                    let row = &mut col[((ci * self.kh + ki) * self.kw + kj) * len..][..len];
                     // Every value is written: the padding parts are zeroed explicitly, so the
                     // buffer may hold anything before (no full memset per image).
-                    row[..oy0 * self.ow].fill(0.0);
-                    row[oy1 * self.ow..].fill(0.0);
+                    row[..oy0 * self.ow - base].fill(0.0);
+                    row[oy1 * self.ow - base..].fill(0.0);
                     if let Some(shift) = self.shift(ki, kj) {
                         // The valid rows are the plane shifted by one offset: one copy, then
                         // zeros over the columns that wrapped around a row's edge.
                         let (lo, hi) = self.clip(oy0, oy1, shift);
                         let (start, end) = (oy0 * self.ow, oy1 * self.ow);
-                        row[start..lo].fill(0.0);
-                        row[hi.max(lo)..end].fill(0.0);
+                        row[start - base..lo - base].fill(0.0);
+                        row[hi.max(lo) - base..end - base].fill(0.0);
                         if lo < hi {
                             let from = (lo as isize + shift) as usize;
-                            row[lo..hi].copy_from_slice(&plane[from..from + (hi - lo)]);
+                            row[lo - base..hi - base]
+                                .copy_from_slice(&plane[from..from + (hi - lo)]);
                         }
                         for oy in oy0..oy1 {
-                            let r = &mut row[oy * self.ow..][..self.ow];
+                            let r = &mut row[oy * self.ow - base..][..self.ow];
                             r[..ox0].fill(0.0);
                             r[ox1..].fill(0.0);
                         }
@@ -126,7 +138,7 @@ impl Geom {
                     for oy in oy0..oy1 {
                         let iy = oy * self.stride[0] + ki - self.pad[0];
                         let src = &plane[iy * self.w..][..self.w];
-                        let dst = &mut row[oy * self.ow..][..self.ow];
+                        let dst = &mut row[oy * self.ow - base..][..self.ow];
                         dst[..ox0].fill(0.0);
                         dst[ox1..].fill(0.0);
                         if self.stride[1] == 1 {
@@ -140,6 +152,12 @@ impl Geom {
                 }
             }
         }
+    }
+
+    /// Output rows per band of [`Self::im2col_rows`] so that a band's columns hold at most
+    /// `values` values (at least one row).
+    pub(super) fn band_rows(&self, values: usize) -> usize {
+        (values / (self.k() * self.ow).max(1)).clamp(1, self.oh.max(1))
     }
 
     /// For stride 1 with an output as wide as the input (a "same" convolution), the offset

@@ -14,6 +14,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::direct;
+use super::forward::COL_VALUES;
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
@@ -62,26 +63,43 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .map(|t| {
             let mut dw = vec![0.0f32; g.o * k];
             let images = t * per..((t + 1) * per).min(g.n);
-            with_scratch(if g.pointwise() { 0 } else { k * p }, |col| {
+            // Columns a band of output rows at a time (as the forward), so they stay in L2.
+            let band = g.band_rows(COL_VALUES);
+            with_scratch(if g.pointwise() { 0 } else { k * band * g.ow }, |col| {
                 for (i, img) in images.enumerate() {
                     let xs = &x[img * img_in..][..img_in];
-                    let cols: &[f32] = if g.pointwise() {
-                        xs
-                    } else {
-                        g.im2col(xs, col);
-                        col
-                    };
-                    // dW[O, K] += dY_n[O, P] · col[K, P]ᵀ
-                    gemm_raw(
-                        (g.o, k, p),
-                        as_uninit(&mut dw),
-                        dst_strides,
-                        i > 0,
-                        &dy[img * img_out..][..img_out],
-                        (p, 1),
-                        cols,
-                        (1, p),
-                    );
+                    let dy_n = &dy[img * img_out..][..img_out];
+                    if g.pointwise() {
+                        // dW[O, K] += dY_n[O, P] · X_n[K, P]ᵀ
+                        let dw = as_uninit(&mut dw);
+                        gemm_raw(
+                            (g.o, k, p),
+                            dw,
+                            dst_strides,
+                            i > 0,
+                            dy_n,
+                            (p, 1),
+                            xs,
+                            (1, p),
+                        );
+                        continue;
+                    }
+                    for (b, r0) in (0..g.oh).step_by(band).enumerate() {
+                        let len = band.min(g.oh - r0) * g.ow;
+                        let col = &mut col[..k * len];
+                        g.im2col_rows(xs, col, r0..r0 + band);
+                        // dW[O, K] += dY_n[O, band] · col[K, band]ᵀ
+                        gemm_raw(
+                            (g.o, k, len),
+                            as_uninit(&mut dw),
+                            dst_strides,
+                            i > 0 || b > 0,
+                            &dy_n[r0 * g.ow..],
+                            (p, 1),
+                            col,
+                            (1, len),
+                        );
+                    }
                 }
             });
             dw
