@@ -10,10 +10,10 @@
 //! every lane holds an output channel, whatever the plane size. Inside a training step
 //! (`densum bench --conv-profile`, ResNet-50 0.25x CIFAR, batch 64) the three strided 3x3
 //! forwards went from 2.3-4.0 to 1.9-2.1 ms each. Stride-1 3x3 forwards on planes of at most
-//! 64 positions take it too: on AMD Zen 4 (256-bit FMA rate) they were no faster inside the
-//! network, on Intel AVX-512 they were 1.1-1.4x faster ([`MAX_POSITIONS_STRIDE_1`]). Where it
-//! did not pay, measured the same way: stride-1 input gradients (the 4x4 one 1.2-1.35x
-//! slower), 1x1 convolutions, strided (1.3-1.5x slower: too little depth to hide the
+//! 64 positions take it too: on AMD Zen 4 (256-bit FMA rate) they were faster in training
+//! and no faster in inference, on Intel AVX-512 1.1-1.4x faster ([`MAX_POSITIONS_STRIDE_1`]).
+//! Where it did not pay, measured the same way: stride-1 input gradients (the 4x4 one
+//! 1.1-1.35x slower), 1x1 convolutions, strided (1.3-1.5x slower: too little depth to hide the
 //! transposition of the output) or at 4x4 (1.3-1.8x slower on Intel, forward and input
 //! gradient), and 512 channels (1.5x slower: the transposed weights, 9.4 MB, no longer stay in
 //! L2).
