@@ -188,7 +188,7 @@ fn spatial_convolutions_match_generic() {
 }
 
 /// Column matrices over 1 MB are built and multiplied a band of output rows at a time
-/// (forward and weight gradient; `conv/forward.rs`, `COL_VALUES`).
+/// (forward and weight gradient; `conv/geom.rs`, `Geom::columns`).
 #[test]
 fn banded_columns_match_generic() {
     // ImageNet-sized stem: 147 x 13,110 columns, bands of 15 output rows (the last 9).

@@ -19,11 +19,6 @@ use crate::nn::fast::matmul::gemm_raw;
 use crate::nn::fast::probe::{self, Kernel};
 use crate::nn::fast::tile_gemm::PackedA;
 
-/// Largest column matrix (values, 1 MB) the im2col + GEMM forward builds at once; larger ones
-/// (the ImageNet stem's: 147 x 12,544 values, 7.4 MB per image) are built and multiplied a
-/// band of output rows at a time ([`Geom::band_rows`]).
-pub(super) const COL_VALUES: usize = 256 * 1024;
-
 /// Forward `[N, O, OH, OW]`: `Y_n[O, P] = W[O, C·kh·kw] · col(X_n)`, images in parallel, with
 /// an optional epilogue applied to each image's output while it is in cache.
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
@@ -50,30 +45,21 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
     y.par_chunks_mut(img_out.max(1))
         .zip(x.par_chunks(img_in.max(1)))
         .for_each(|(y_n, x_n)| {
-            if g.pointwise() {
-                gemm_raw((g.o, p, k), y_n, (p, 1), false, w, (k, 1), x_n, (p, 1));
-            } else {
-                // A band of output rows at a time, so the columns stay in L2.
-                let band = g.band_rows(COL_VALUES);
-                with_scratch(k * band * g.ow, |col| {
-                    for r0 in (0..g.oh).step_by(band) {
-                        let len = (band.min(g.oh - r0)) * g.ow;
-                        let col = &mut col[..k * len];
-                        g.im2col_rows(x_n, col, r0..r0 + band);
-                        let y_band = &mut y_n[r0 * g.ow..];
-                        gemm_raw(
-                            (g.o, len, k),
-                            y_band,
-                            (p, 1),
-                            false,
-                            w,
-                            (k, 1),
-                            col,
-                            (len, 1),
-                        );
-                    }
+            with_scratch(g.column_scratch(), |col| {
+                g.columns(x_n, col, |q0, len, cols| {
+                    let y_band = &mut y_n[q0..];
+                    gemm_raw(
+                        (g.o, len, k),
+                        y_band,
+                        (p, 1),
+                        false,
+                        w,
+                        (k, 1),
+                        cols,
+                        (len, 1),
+                    );
                 });
-            }
+            });
             if let Some(e) = epilogue {
                 // SAFETY: the GEMM above wrote all of y_n.
                 e.apply(unsafe { assume_init_mut(y_n) }, p);

@@ -11,6 +11,11 @@ use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 use std::ops::Range;
 
+/// Largest column matrix (values, 1 MB) built at once; larger ones (the ImageNet stem's: 147
+/// x 12,544 values, 7.4 MB per image) are built and multiplied a band of output rows at a time
+/// ([`Geom::columns`]), so they stay in L2.
+const COL_VALUES: usize = 256 * 1024;
+
 /// Geometry of one convolution, in the terms the kernels use.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Geom {
@@ -99,7 +104,7 @@ impl Geom {
 
     /// The columns of output rows `rows` only: col[K, rows.len()·OW], so a large column
     /// matrix can be built (and multiplied) a band of rows at a time.
-    pub(super) fn im2col_rows(&self, x: &[f32], col: &mut [f32], rows: Range<usize>) {
+    fn im2col_rows(&self, x: &[f32], col: &mut [f32], rows: Range<usize>) {
         let (r0, r1) = (rows.start, rows.end.min(self.oh));
         let len = r1.saturating_sub(r0) * self.ow;
         // Positions are absolute (oy·OW + ox); the band's row holds them from `base` on.
@@ -154,10 +159,41 @@ impl Geom {
         }
     }
 
-    /// Output rows per band of [`Self::im2col_rows`] so that a band's columns hold at most
-    /// `values` values (at least one row).
-    pub(super) fn band_rows(&self, values: usize) -> usize {
-        (values / (self.k() * self.ow).max(1)).clamp(1, self.oh.max(1))
+    /// Output rows per band of [`Self::columns`]: a band's columns hold at most
+    /// [`COL_VALUES`] values (at least one row).
+    fn band_rows(&self) -> usize {
+        (COL_VALUES / (self.k() * self.ow).max(1)).clamp(1, self.oh.max(1))
+    }
+
+    /// Scratch values [`Self::columns`] needs: none for a 1x1 stride-1 convolution.
+    pub(super) fn column_scratch(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            self.k() * self.band_rows() * self.ow
+        }
+    }
+
+    /// One image's column matrix a band of output rows at a time (built in `col`, at least
+    /// [`Self::column_scratch`] values): `f(first position, positions, columns [K,
+    /// positions])` per band. A 1x1 stride-1 convolution's image is its own column matrix,
+    /// passed whole.
+    pub(super) fn columns(
+        &self,
+        x: &[f32],
+        col: &mut [f32],
+        mut f: impl FnMut(usize, usize, &[f32]),
+    ) {
+        if self.pointwise() {
+            return f(0, self.p(), x);
+        }
+        let band = self.band_rows();
+        for r0 in (0..self.oh).step_by(band) {
+            let len = band.min(self.oh - r0) * self.ow;
+            let col = &mut col[..self.k() * len];
+            self.im2col_rows(x, col, r0..r0 + band);
+            f(r0 * self.ow, len, col);
+        }
     }
 
     /// For stride 1 with an output as wide as the input (a "same" convolution), the offset

@@ -14,7 +14,6 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::direct;
-use super::forward::COL_VALUES;
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
@@ -63,43 +62,22 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .map(|t| {
             let mut dw = vec![0.0f32; g.o * k];
             let images = t * per..((t + 1) * per).min(g.n);
-            // Columns a band of output rows at a time (as the forward), so they stay in L2.
-            let band = g.band_rows(COL_VALUES);
-            with_scratch(if g.pointwise() { 0 } else { k * band * g.ow }, |col| {
+            with_scratch(g.column_scratch(), |col| {
                 for (i, img) in images.enumerate() {
-                    let xs = &x[img * img_in..][..img_in];
                     let dy_n = &dy[img * img_out..][..img_out];
-                    if g.pointwise() {
-                        // dW[O, K] += dY_n[O, P] · X_n[K, P]ᵀ
-                        let dw = as_uninit(&mut dw);
-                        gemm_raw(
-                            (g.o, k, p),
-                            dw,
-                            dst_strides,
-                            i > 0,
-                            dy_n,
-                            (p, 1),
-                            xs,
-                            (1, p),
-                        );
-                        continue;
-                    }
-                    for (b, r0) in (0..g.oh).step_by(band).enumerate() {
-                        let len = band.min(g.oh - r0) * g.ow;
-                        let col = &mut col[..k * len];
-                        g.im2col_rows(xs, col, r0..r0 + band);
+                    g.columns(&x[img * img_in..][..img_in], col, |q0, len, cols| {
                         // dW[O, K] += dY_n[O, band] · col[K, band]ᵀ
                         gemm_raw(
                             (g.o, k, len),
                             as_uninit(&mut dw),
                             dst_strides,
-                            i > 0 || b > 0,
-                            &dy_n[r0 * g.ow..],
+                            i > 0 || q0 > 0,
+                            &dy_n[q0..],
                             (p, 1),
-                            col,
+                            cols,
                             (1, len),
                         );
-                    }
+                    });
                 }
             });
             dw
