@@ -1,7 +1,7 @@
 //! The fused dense shortcut (nn/fast/dense_sum.rs) against Burn's composed operations: the
 //! operation alone (outputs, gradients of the branch, every earlier output and the weights,
 //! for group/layer/instance norm and none, channel and scalar weights, with and without ReLU,
-//! short and chained histories), and whole DSNet / DS2Net models (logits, every parameter's
+//! short and chained histories), a stage's sums on one tape (nn/fast/dense_stage.rs), and whole DSNet / DS2Net models (logits, every parameter's
 //! gradient and the input's), to a relative error of 1e-4. Each comparison asserts through
 //! `nn::fast::probe` that the fused side ran the fused kernels and the composed side did not.
 
@@ -11,6 +11,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::nn::GroupNormConfig;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
+use densum::nn::fast::dense_stage::{StageTape, stage_sum};
 use densum::nn::fast::dense_sum::{MAX_TERMS, dense_sum, dense_sum_stats};
 use densum::nn::fast::probe::{Kernel, counted};
 use densum::nn::fast::{Op, applies, with_generic};
@@ -201,6 +202,92 @@ fn stage_of_sums_accumulates_gradients() {
     assert!(rel_err(dx1, dx0) <= 1e-4, "input gradient");
     assert!(rel_err(dw11, dw10) <= 1e-4, "first weights' gradient");
     assert!(rel_err(dw21, dw20) <= 1e-4, "second weights' gradient");
+}
+
+/// A stage of `sums` sums on one tape (nn/fast/dense_stage.rs) against the composed
+/// operations: every output feeds the loss and the next block's stand-in branch
+/// (`b_l + Y_{l-1} / 2`, as a convolution would read it), so each output's gradient comes
+/// from the next branch and from every later sum. `norm`: `Some(groups)` or none.
+fn check_stage(sums: usize, norm: Option<usize>, scalar: bool, relu_out: bool) {
+    let device = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (c, shape) = (6, [2, 6, 4, 5]);
+    let x = Tensor::<4>::random(shape, Distribution::Normal(1.0, 2.0), &device);
+    let bs: Vec<Tensor<4>> = (0..sums)
+        .map(|_| Tensor::random(shape, normal, &device))
+        .collect();
+    let cw = if scalar { 1 } else { c };
+    let ws: Vec<Tensor<2>> = (1..=sums)
+        .map(|l| Tensor::random([l, cw], normal, &device))
+        .collect();
+    let dys: Vec<Tensor<4>> = (0..=sums)
+        .map(|_| Tensor::random(shape, normal, &device))
+        .collect();
+    let run = |fused: bool| {
+        let xa = x.clone().require_grad();
+        let wa: Vec<Tensor<2>> = ws.iter().map(|w| w.clone().require_grad()).collect();
+        let tape = StageTape::new(norm.unwrap_or(0), 1e-5);
+        let n = |y: &Tensor<4>| match norm {
+            Some(g) => GroupNormConfig::new(g, c)
+                .with_affine(false)
+                .init(&y.device())
+                .forward(y.clone()),
+            None => y.clone(),
+        };
+        let mut ys = vec![xa.clone().mul_scalar(1.5)];
+        for l in 1..=sums {
+            let prev = ys[l - 1].clone();
+            let branch = bs[l - 1].clone() + prev.clone().div_scalar(2.0);
+            let y = if fused {
+                stage_sum(branch, wa[l - 1].clone(), &prev, &tape, relu_out)
+            } else {
+                let terms = (0..l).map(|i| {
+                    let w = wa[l - 1].clone().narrow(0, i, 1).reshape([1, cw, 1, 1]);
+                    n(&ys[i]) * w
+                });
+                let pre = terms.fold(branch, |a, t| a + t);
+                if relu_out { relu(pre) } else { pre }
+            };
+            ys.push(y);
+        }
+        let loss = ys
+            .iter()
+            .zip(&dys)
+            .map(|(y, d)| (y.clone() * d.clone()).sum())
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let grads = loss.backward();
+        let dw: Vec<Tensor<2>> = wa.iter().map(|w| w.grad(&grads).unwrap()).collect();
+        (ys.pop().unwrap().inner(), xa.grad(&grads).unwrap(), dw)
+    };
+    let ((y0, dx0, dw0), composed) = counted(|| run(false));
+    let ((y1, dx1, dw1), fused) = counted(|| run(true));
+    assert_ran(&composed, &[], "composed stage");
+    let sums = sums as u64;
+    let stats = if norm.is_some() { sums } else { 0 };
+    let kernels = [
+        (Kernel::DenseSumStats, stats),
+        (Kernel::DenseSum, sums),
+        (Kernel::DenseSumBackward, sums),
+    ];
+    assert_ran(&fused, &kernels, "stage on a tape");
+    let what = format!("{sums} sums, norm {norm:?}, scalar {scalar}, relu {relu_out}");
+    assert!(rel_err(y1, y0) <= 1e-4, "{what}: last output");
+    assert!(rel_err(dx1, dx0) <= 1e-4, "{what}: input gradient");
+    for (l, (a, b)) in dw1.into_iter().zip(dw0).enumerate() {
+        assert!(rel_err(a, b) <= 1e-4, "{what}: weights of sum {}", l + 1);
+    }
+}
+
+#[test]
+fn stage_tape_matches_composed() {
+    let _serial = serial();
+    check_stage(1, Some(3), false, true);
+    check_stage(4, Some(3), false, true);
+    check_stage(3, Some(1), true, false);
+    check_stage(3, None, false, true);
+    // Longer than one chained operation takes: the tape has no limit.
+    check_stage(MAX_TERMS + 2, Some(2), true, true);
 }
 
 #[test]

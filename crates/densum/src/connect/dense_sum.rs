@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Rule, lazy_param};
 use crate::block::{Activation, BlockOut};
+use crate::nn::fast::dense_stage::{StageTape, stage_sum};
 use crate::nn::fast::dense_sum::{dense_sum, dense_sum_stats};
 use crate::nn::fast::{Op, applies};
 use crate::nn::{FreeNorm, NormKind, apply_free_norm};
@@ -169,6 +170,8 @@ enum DsEntry {
 #[derive(Default)]
 pub struct DsHistory {
     entries: Vec<DsEntry>,
+    /// Variant b on Flex: the stage's sums share one tape instead (`nn/fast/dense_stage.rs`).
+    tape: Option<StageTape>,
 }
 
 /// What the fused sum needs to normalise `x` with `norm`: `Some(None)` without
@@ -201,6 +204,21 @@ pub struct DenseSum {
 }
 
 impl DenseSum {
+    /// A tape for this stage's sums when they can all run on one (variant b, N a
+    /// parameter-free group norm or none, Flex tensors like `y_0`).
+    fn stage_tape(&self, y0: &Tensor<4>) -> Option<StageTape> {
+        if self.variant != DsVariant::B || self.ds.is_empty() || !applies(Op::DenseSum, y0) {
+            return None;
+        }
+        match self.ds_norm.first()? {
+            None => Some(StageTape::new(0, 0.0)),
+            Some(FreeNorm::Group(gn)) if gn.gamma.is_none() && gn.beta.is_none() => {
+                Some(StageTape::new(gn.num_groups, gn.epsilon))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// Dense shortcuts for a stage of `blocks` blocks with `channels` output channels.
     pub fn new(
         cfg: &DenseSumConfig,
@@ -248,7 +266,21 @@ impl DenseSum {
 
     /// `f(X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i)`: one fused operation on Flex (see
     /// `nn/fast_dense_sum.rs`), Burn's composed operations otherwise.
-    fn sum(&self, l: usize, branch: Tensor<4>, history: &DsHistory, f: Activation) -> Tensor<4> {
+    fn sum(
+        &self,
+        l: usize,
+        branch: Tensor<4>,
+        prev: &Tensor<4>,
+        history: &DsHistory,
+        f: Activation,
+    ) -> Tensor<4> {
+        if let Some(tape) = &history.tape {
+            let weight = match &self.ds[l - 1] {
+                Some(w) => w.rows(),
+                None => Tensor::ones([l, 1], &branch.device()),
+            };
+            return stage_sum(branch, weight, prev, tape, f == Activation::Relu);
+        }
         let entries = &history.entries[..l];
         let raw: Option<Vec<(&Tensor<4>, &Option<Tensor<3>>)>> = entries
             .iter()
@@ -302,8 +334,13 @@ impl Rule for DenseSum {
 
     fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, DsHistory) {
         let y = f.sum(out.branch.clone(), out.shortcut);
-        let mut history = DsHistory::default();
-        self.record(0, &y, &out.branch, &mut history);
+        let mut history = DsHistory {
+            tape: self.stage_tape(&y),
+            ..Default::default()
+        };
+        if history.tape.is_none() {
+            self.record(0, &y, &out.branch, &mut history);
+        }
         (y, history)
     }
 
@@ -311,12 +348,14 @@ impl Rule for DenseSum {
         &self,
         l: usize,
         branch: Tensor<4>,
-        _prev: Tensor<4>,
+        prev: Tensor<4>,
         history: &mut DsHistory,
         f: Activation,
     ) -> Tensor<4> {
-        let y = self.sum(l, branch.clone(), history, f);
-        self.record(l, &y, &branch, history);
+        let y = self.sum(l, branch.clone(), &prev, history, f);
+        if history.tape.is_none() {
+            self.record(l, &y, &branch, history);
+        }
         y
     }
 }

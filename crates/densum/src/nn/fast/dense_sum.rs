@@ -84,7 +84,7 @@ pub trait FastDenseSumBackend: Backend {
 
 /// Mean and inverse deviation of every contiguous block of `x` (one per image and group),
 /// interleaved: `[μ_0, r_0, μ_1, r_1, ...]`. Two passes per block, as the fused GroupNorm.
-fn stats_kernel(x: &[f32], blocks: usize, epsilon: f64) -> Vec<f32> {
+pub(super) fn stats_kernel(x: &[f32], blocks: usize, epsilon: f64) -> Vec<f32> {
     probe::hit(Kernel::DenseSumStats);
     let len = (x.len() / blocks.max(1)).max(1);
     let per: Vec<(f32, f32)> = x
@@ -102,22 +102,22 @@ fn stats_kernel(x: &[f32], blocks: usize, epsilon: f64) -> Vec<f32> {
 
 /// Shapes and layout of one fused sum.
 #[derive(Clone, Copy, Debug)]
-struct Layout {
+pub(super) struct Layout {
     /// Images, channels, positions per plane.
-    n: usize,
-    c: usize,
-    s: usize,
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) s: usize,
     /// Earlier outputs summed.
-    terms: usize,
+    pub(super) terms: usize,
     /// Weight columns: `c` (per channel) or 1 (scalar).
-    cw: usize,
+    pub(super) cw: usize,
     /// Normalisation groups (0: no normalisation).
-    groups: usize,
+    pub(super) groups: usize,
 }
 
 impl Layout {
     /// `stats_shape` is `[terms, N, groups, 2]`, or `None` without normalisation.
-    fn new(
+    pub(super) fn new(
         shape: &[usize],
         terms: usize,
         weight_shape: &[usize],
@@ -146,12 +146,12 @@ impl Layout {
         }
     }
 
-    fn weight(&self, w: &[f32], i: usize, ci: usize) -> f32 {
+    pub(super) fn weight(&self, w: &[f32], i: usize, ci: usize) -> f32 {
         w[i * self.cw + if self.cw == 1 { 0 } else { ci }]
     }
 
     /// `(μ, r)` of term `i` for image `ni`, channel `ci`: `(0, 1)` without normalisation.
-    fn stat(&self, stats: &[f32], i: usize, ni: usize, ci: usize) -> (f32, f32) {
+    pub(super) fn stat(&self, stats: &[f32], i: usize, ni: usize, ci: usize) -> (f32, f32) {
         if self.groups == 0 {
             return (0.0, 1.0);
         }
@@ -161,7 +161,7 @@ impl Layout {
 }
 
 /// The forward pass, images over threads.
-fn forward_kernel(
+pub(super) fn forward_kernel(
     branch: &[f32],
     weight: &[f32],
     sources: &[Cow<'_, [f32]>],
@@ -232,7 +232,10 @@ struct Grads {
 
 /// Writes `values` over a plane that may be uninitialised; returns it initialised.
 #[inline(always)]
-fn write_plane(dst: &mut [MaybeUninit<f32>], values: impl Iterator<Item = f32>) -> &mut [f32] {
+pub(super) fn write_plane(
+    dst: &mut [MaybeUninit<f32>],
+    values: impl Iterator<Item = f32>,
+) -> &mut [f32] {
     let len = dst.len();
     let mut written = 0;
     for (d, v) in dst.iter_mut().zip(values) {

@@ -8,7 +8,8 @@
 //!
 //! - operations: [`conv`] (convolution forward, gradients, folded batch norm), [`norm`] (batch
 //!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average and window max pooling),
-//!   [`dense_sum`] (DSNet's dense shortcut), [`dense_head`] (a DenseNet layer's recomputing
+//!   [`dense_sum`] (DSNet's dense shortcut), [`dense_stage`] (a DSNet stage's shortcuts on one
+//!   tape), [`dense_head`] (a DenseNet layer's recomputing
 //!   bottleneck head);
 //! - kernels and helpers: [`matmul`] (the `gemm` crate), [`tile_gemm`] (an AVX2 + FMA register
 //!   tile), `epilogue` (a folded batch norm applied to a kernel's output), `lanes` (SIMD reductions), `buffer` (uninitialised outputs, scratch), `tensor`
@@ -36,6 +37,7 @@
 
 pub mod conv;
 pub mod dense_head;
+pub mod dense_stage;
 pub mod dense_sum;
 pub mod eltwise;
 pub(crate) mod epilogue;
