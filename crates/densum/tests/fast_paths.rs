@@ -955,3 +955,76 @@ fn convolution_profile_counts_calls_by_shape_and_pass() {
     let _ = conv2d_fast(x.clone(), w.clone(), options.clone()).into_data();
     assert!(profile::stop(1).is_empty());
 }
+
+/// SGD's two fused passes (nn/fast/sgd.rs) against Burn's composed operations: momentum
+/// (first step and later), Nesterov, none, weight decay on and off, a clipping scale.
+#[test]
+fn sgd_update_matches_composed() {
+    use densum::nn::fast::sgd::{SgdStep, sgd_update};
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let p = Tensor::<3>::random([3, 5, 7], normal, &device);
+    let g = Tensor::<3>::random([3, 5, 7], normal, &device);
+    let v = Tensor::<3>::random([3, 5, 7], normal, &device);
+    let base = SgdStep {
+        scale: 1.0,
+        weight_decay: 5e-4,
+        momentum: 0.9,
+        lr: 0.1,
+        nesterov: false,
+    };
+    let cases = [
+        (base, true),
+        (base, false),
+        (
+            SgdStep {
+                nesterov: true,
+                ..base
+            },
+            true,
+        ),
+        (
+            SgdStep {
+                momentum: 0.0,
+                ..base
+            },
+            false,
+        ),
+        (
+            SgdStep {
+                weight_decay: 0.0,
+                scale: 0.25,
+                ..base
+            },
+            true,
+        ),
+    ];
+    // Fresh copies own their buffers (updated in place, as between training steps); shared
+    // ones (cloned handles) are not, and the update writes new ones.
+    let fresh = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), &device);
+    for ((step, has_buffer), owned) in cases.into_iter().flat_map(|c| [(c, true), (c, false)]) {
+        let run = || {
+            let (pa, ga, va) = if owned {
+                (fresh(&p), fresh(&g), fresh(&v))
+            } else {
+                (p.clone(), g.clone(), v.clone())
+            };
+            sgd_update(pa, ga, has_buffer.then_some(va), step)
+        };
+        let ((v0, p0), composed) = counted(|| fast::with_generic(Op::Sgd, run));
+        let ((v1, p1), fused) = counted(run);
+        assert_ran(&composed, &[], "composed update");
+        let passes = if step.momentum > 0.0 { 2 } else { 1 };
+        assert_ran(&fused, &[(Kernel::Sgd, passes)], "fused update");
+        let what = format!("{step:?}, buffer {has_buffer}, owned {owned}");
+        assert!(rel_err(p1, p0) <= 1e-6, "{what}: parameter");
+        assert_eq!(v0.is_some(), v1.is_some(), "{what}: buffer kept");
+        if let (Some(a), Some(b)) = (v1, v0) {
+            assert!(rel_err(a, b) <= 1e-6, "{what}: momentum buffer");
+        }
+    }
+    // Against the definition, once: p − lr·(m·v + g + wd·p).
+    let (_, p1) = sgd_update(p.clone(), g.clone(), Some(v.clone()), base);
+    let want = p.clone() - (v * 0.9 + g + p * 5e-4) * 0.1;
+    assert!(rel_err(p1, want) <= 1e-6, "the momentum step");
+}

@@ -16,6 +16,8 @@
 //! strategy instead, which saves less (see docs/densenet-memory.md). The rest of the network
 //! keeps the device's own strategy.
 
+use std::cell::RefCell;
+
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig};
@@ -28,8 +30,26 @@ use crate::nn::fast::norm::{batch_stats, update_running_stats};
 use crate::nn::fast::{Op, applies};
 use crate::nn::{
     Cbam, SqueezeExcite, apply_attention, attention, attention_macs, batch_norm,
-    batch_norm_forward, conv, conv_bn_forward, conv_forward, relu,
+    batch_norm_forward, batch_norm_forward_with, conv, conv_bn_forward, conv_forward, relu,
 };
+
+/// Training-batch statistics (`[mean; biased variance]` per channel) of a dense stage's parts,
+/// each computed once, when a layer first normalises it. Why: BN is per channel, so the
+/// statistics of layer l's concatenated input are its parts', and every later layer of the
+/// stage reads the same parts again; computing them from each concatenation is a pass over
+/// the whole input per layer, quadratic in depth.
+#[derive(Default)]
+pub struct PartStats(RefCell<Vec<Tensor<2>>>);
+
+impl PartStats {
+    /// The statistics of `cat(parts)`, for parts that extend those of earlier calls.
+    fn of(&self, parts: &[Tensor<4>]) -> Tensor<2> {
+        let mut known = self.0.borrow_mut();
+        let start = known.len().min(parts.len());
+        known.extend(parts[start..].iter().map(batch_stats));
+        Tensor::cat(known[..parts.len()].to_vec(), 1)
+    }
+}
 
 /// Channels of the bottleneck per unit of growth rate (DenseNet-B's 4k).
 pub const BN_SIZE: usize = 4;
@@ -93,7 +113,8 @@ impl DenseLayer {
 
     /// New features from the layer's inputs, given as the parts whose concatenation is the
     /// layer's input (the block input and the earlier layers' outputs).
-    pub fn forward_parts(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+    /// `stats` keeps the parts' batch statistics for the later layers of the stage.
+    pub fn forward_parts(&self, parts: Vec<Tensor<4>>, stats: &PartStats) -> Tensor<4> {
         let checkpointed = self.memory_efficient && parts[0].is_autodiff();
         let h = match (&self.norm2, &self.conv2) {
             (Some(norm2), Some(conv2)) => {
@@ -101,11 +122,16 @@ impl DenseLayer {
                 // memory-efficient mode, inference on Flex), else the concatenation through
                 // `conv_bn_forward` (which folds the norm into conv1 where it can).
                 let h = if checkpointed {
-                    batch_norm_forward(norm2, self.checkpointed_head(parts), true)
+                    batch_norm_forward(norm2, self.checkpointed_head(parts, stats), true)
                 } else if let Some(h) = self.inference_head(&parts, norm2) {
                     h
                 } else {
-                    conv_bn_forward(&self.conv1, norm2, self.normalised_input(parts), true)
+                    conv_bn_forward(
+                        &self.conv1,
+                        norm2,
+                        self.normalised_input(parts, stats),
+                        true,
+                    )
                 };
                 let h = match &self.res2 {
                     Some(r) => apply_attention(&self.se, &self.cbam, r.forward(h)),
@@ -113,8 +139,8 @@ impl DenseLayer {
                 };
                 conv_forward(conv2, h)
             }
-            _ if checkpointed => self.checkpointed_head(parts),
-            _ => conv_forward(&self.conv1, self.normalised_input(parts)),
+            _ if checkpointed => self.checkpointed_head(parts, stats),
+            _ => conv_forward(&self.conv1, self.normalised_input(parts, stats)),
         };
         self.dropout.forward(h)
     }
@@ -152,14 +178,19 @@ impl DenseLayer {
     }
 
     /// `ReLU(norm1(cat(parts)))`, the fused batch norm over the concatenation (no copy for a
-    /// single part).
-    fn normalised_input(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+    /// single part), in training with the parts' statistics from `stats` where the fused
+    /// batch norm runs.
+    fn normalised_input(&self, parts: Vec<Tensor<4>>, stats: &PartStats) -> Tensor<4> {
+        let known = (self.norm1.training.is_enabled()
+            && parts[0].is_autodiff()
+            && parts.iter().all(|p| applies(Op::Norm, p)))
+        .then(|| stats.of(&parts));
         let x = if parts.len() == 1 {
             parts.into_iter().next().expect("one part")
         } else {
             Tensor::cat(parts, 1)
         };
-        batch_norm_forward(&self.norm1, x, true)
+        batch_norm_forward_with(&self.norm1, x, true, known)
     }
 
     /// `conv1(ReLU(norm1(cat(parts))))` without keeping the concatenation or the BN-ReLU
@@ -169,10 +200,10 @@ impl DenseLayer {
     /// plain 3x3 head): the concatenation and BN-ReLU under Burn's balanced checkpointing
     /// strategy, which recomputes them but still keeps some of them (see
     /// docs/densenet-memory.md).
-    fn checkpointed_head(&self, parts: Vec<Tensor<4>>) -> Tensor<4> {
+    fn checkpointed_head(&self, parts: Vec<Tensor<4>>, stats: &PartStats) -> Tensor<4> {
         if self.norm1.training.is_enabled() && self.head_op_fits(&parts) {
             // BN statistics of the concatenation, per channel: those of each part.
-            let stats = Tensor::cat(parts.iter().map(batch_stats).collect(), 1);
+            let stats = stats.of(&parts);
             update_running_stats(&self.norm1, &stats);
             return self.head_op(&parts, stats);
         }
@@ -212,7 +243,7 @@ impl DenseLayer {
     /// (which [`ConnectKind::Concat`](crate::connect::ConnectKind::Concat) concatenates).
     pub fn forward(&self, x: Tensor<4>) -> BlockOut {
         BlockOut {
-            branch: self.forward_parts(vec![x.clone()]),
+            branch: self.forward_parts(vec![x.clone()], &PartStats::default()),
             shortcut: x,
         }
     }

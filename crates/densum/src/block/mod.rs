@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use basic::BasicBlock;
 pub use bottleneck::Bottleneck;
-pub use dense::DenseLayer;
+pub use dense::{DenseLayer, PartStats};
 pub use preact::{PreActBasic, PreActBottleneck};
 pub use res2::{Res2Bottleneck, Res2Module};
 

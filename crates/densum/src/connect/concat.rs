@@ -12,7 +12,15 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::Rule;
-use crate::block::{Activation, Block, BlockOut};
+use crate::block::{Activation, Block, BlockOut, PartStats};
+
+/// A dense stage's history: its parts and their batch statistics (computed once per part
+/// when a layer first normalises it in training, shared by every later layer).
+#[derive(Default)]
+pub struct Parts {
+    parts: Vec<Tensor<4>>,
+    stats: PartStats,
+}
 
 /// The concatenation of every earlier output (no learned parts). Its history is the parts.
 #[derive(Module, Debug, Default)]
@@ -35,17 +43,24 @@ impl Concat {
 }
 
 impl Rule for Concat {
-    type History = Vec<Tensor<4>>;
+    type History = Parts;
 
-    fn first(&self, out: BlockOut, _f: Activation) -> (Tensor<4>, Vec<Tensor<4>>) {
+    fn first(&self, out: BlockOut, _f: Activation) -> (Tensor<4>, Parts) {
         // Y_0 stays unconcatenated: later blocks read the parts, the stage its output.
-        (out.branch.clone(), vec![out.shortcut, out.branch])
+        let parts = vec![out.shortcut, out.branch.clone()];
+        (
+            out.branch,
+            Parts {
+                parts,
+                ..Default::default()
+            },
+        )
     }
 
-    fn branch(&self, block: &Block, _prev: &Tensor<4>, parts: &Vec<Tensor<4>>) -> Tensor<4> {
+    fn branch(&self, block: &Block, _prev: &Tensor<4>, history: &Parts) -> Tensor<4> {
         match block {
-            Block::DenseLayer(d) => d.forward_parts(parts.clone()),
-            _ => block.forward(Tensor::cat(parts.clone(), 1)).branch,
+            Block::DenseLayer(d) => d.forward_parts(history.parts.clone(), &history.stats),
+            _ => block.forward(Tensor::cat(history.parts.clone(), 1)).branch,
         }
     }
 
@@ -54,14 +69,14 @@ impl Rule for Concat {
         _l: usize,
         branch: Tensor<4>,
         _prev: Tensor<4>,
-        parts: &mut Vec<Tensor<4>>,
+        history: &mut Parts,
         _f: Activation,
     ) -> Tensor<4> {
-        parts.push(branch.clone());
+        history.parts.push(branch.clone());
         branch
     }
 
-    fn output(&self, _last: Tensor<4>, parts: Vec<Tensor<4>>) -> Tensor<4> {
-        Tensor::cat(parts, 1)
+    fn output(&self, _last: Tensor<4>, history: Parts) -> Tensor<4> {
+        Tensor::cat(history.parts, 1)
     }
 }

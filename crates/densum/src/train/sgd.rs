@@ -10,6 +10,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Gradients, Tensor, TensorData};
 
 use super::config::OptimConfig;
+use crate::nn::fast::sgd::{SgdStep, sgd_update};
 use crate::weights::{PathTracker, TensorMap, is_buffer};
 
 /// The optimiser and its state.
@@ -89,33 +90,30 @@ impl<G: GradSource> ModuleMapper for Step<'_, G> {
         let cfg = &self.sgd.cfg;
         let require_grad = tensor.is_require_grad();
         let shape = tensor.shape();
-        let p = tensor.inner();
-        let mut d = if self.scale != 1.0 {
-            grad * self.scale
-        } else {
-            grad
-        };
-        if cfg.weight_decay > 0.0 && !skips_decay(&name, cfg) {
-            d = d + p.clone() * cfg.weight_decay;
-        }
-        let update = if cfg.momentum > 0.0 {
-            let v = match self.sgd.momentum.remove(&name) {
-                Some(buf) => buf.reshape(shape.clone()) * cfg.momentum + d.clone(),
-                None => d.clone(),
-            };
-            let step = if cfg.nesterov {
-                d + v.clone() * cfg.momentum
+        let step = SgdStep {
+            scale: self.scale,
+            weight_decay: if skips_decay(&name, cfg) {
+                0.0
             } else {
-                v.clone()
-            };
+                cfg.weight_decay
+            },
+            momentum: cfg.momentum,
+            lr: self.lr,
+            nesterov: cfg.nesterov,
+        };
+        let buf = self
+            .sgd
+            .momentum
+            .remove(&name)
+            .map(|b| b.reshape(shape.clone()));
+        // Both passes on the parameter's inner (non-autodiff) tensor.
+        let (v, p) = sgd_update(tensor.inner(), grad, buf, step);
+        if let Some(v) = v {
             self.sgd
                 .momentum
                 .insert(name, v.reshape([shape.num_elements()]));
-            step
-        } else {
-            d
-        };
-        let mut t = Tensor::from_inner(p - update * self.lr);
+        }
+        let mut t = Tensor::from_inner(p);
         if require_grad {
             t = t.require_grad();
         }

@@ -9,7 +9,7 @@
 //! - operations: [`conv`] (convolution forward, gradients, folded batch norm), [`norm`] (batch
 //!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average and window max pooling),
 //!   [`dense_sum`] (DSNet's dense shortcut), [`dense_stage`] (a DSNet stage's shortcuts on one
-//!   tape), [`dense_head`] (a DenseNet layer's recomputing
+//!   tape), [`sgd`] (SGD's update of a parameter in two passes), [`dense_head`] (a DenseNet layer's recomputing
 //!   bottleneck head);
 //! - kernels and helpers: [`matmul`] (the `gemm` crate), [`tile_gemm`] (an AVX2 + FMA register
 //!   tile), `epilogue` (a folded batch norm applied to a kernel's output), `lanes` (SIMD reductions), `buffer` (uninitialised outputs, scratch), `tensor`
@@ -46,6 +46,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod probe;
+pub mod sgd;
 pub mod tile_gemm;
 
 mod buffer;
@@ -100,6 +101,8 @@ pub enum Op {
     /// Block average and window max pooling ([`pool::avg_pool_forward`],
     /// [`pool::max_pool_forward`]).
     Pool,
+    /// SGD's parameter update ([`sgd::sgd_update`]).
+    Sgd,
 }
 
 thread_local! {

@@ -452,6 +452,18 @@ impl<C: CheckpointStrategy> FastNormBackend for Autodiff<Flex, C> {
 
 /// `bn.forward(x)`, followed by ReLU when `relu`, fused into one operation on Flex.
 pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    batch_norm_forward_with(bn, x, relu, None)
+}
+
+/// [`batch_norm_forward`] with the training batch's statistics already `known` (`[mean;
+/// biased variance]` per channel, as [`batch_stats`] gives), used where the fused batch norm
+/// runs in training (the running statistics are updated from them); ignored otherwise.
+pub fn batch_norm_forward_with(
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    relu: bool,
+    known: Option<Tensor<2>>,
+) -> Tensor<4> {
     // The fused backward differentiates through batch statistics; with running statistics
     // on an autodiff device (evaluation mode with gradients, as Grad-CAM) the gradient is
     // Burn's inference-mode one, a per-channel scale.
@@ -467,7 +479,7 @@ pub fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4>
     let device = x.device();
     let training = device.is_autodiff() && bn.training.is_enabled();
     let stats = if training {
-        let stats = batch_stats(&x);
+        let stats = known.unwrap_or_else(|| batch_stats(&x));
         update_running_stats(bn, &stats);
         stats
     } else {

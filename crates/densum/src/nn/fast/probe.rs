@@ -81,11 +81,13 @@ pub enum Kernel {
     WindowMaxPool,
     /// Window max pooling backward.
     WindowMaxPoolBackward,
+    /// One of SGD's two passes over a parameter.
+    Sgd,
 }
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 29] = [
+    pub const ALL: [Kernel; 30] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -115,6 +117,7 @@ impl Kernel {
         Kernel::BlockAvgPoolBackward,
         Kernel::WindowMaxPool,
         Kernel::WindowMaxPoolBackward,
+        Kernel::Sgd,
     ];
 }
 
