@@ -264,8 +264,9 @@ impl DenseSum {
         });
     }
 
-    /// `f(X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i)`: one fused operation on Flex (see
-    /// `nn/fast_dense_sum.rs`), Burn's composed operations otherwise.
+    /// `f(X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i)`: on Flex, variant b on the stage's tape
+    /// (`nn/fast/dense_stage.rs`), variant a one fused operation (`nn/fast/dense_sum.rs`);
+    /// Burn's composed operations otherwise.
     fn sum(
         &self,
         l: usize,
