@@ -46,28 +46,21 @@ pub trait FastSgdBackend: Backend {
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        scale: f64,
-        weight_decay: f64,
-        momentum: f64,
+        step: SgdStep,
         first: bool,
     ) -> FloatTensor<Self> {
-        composed_velocity::<Self>(p, g, v, scale, weight_decay, momentum, first)
+        composed_velocity::<Self>(p, g, v, step, first)
     }
 
     /// `p − lr·u` with `u = v` (momentum), `s·g + wd·p + m·v` (Nesterov) or `s·g + wd·p`
     /// (`momentum` 0; `v` ignored), `v` being the updated buffer.
-    #[allow(clippy::too_many_arguments)]
     fn sgd_apply(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        scale: f64,
-        weight_decay: f64,
-        momentum: f64,
-        lr: f64,
-        nesterov: bool,
+        step: SgdStep,
     ) -> FloatTensor<Self> {
-        composed_apply::<Self>(p, g, v, scale, weight_decay, momentum, lr, nesterov)
+        composed_apply::<Self>(p, g, v, step)
     }
 }
 
@@ -75,18 +68,17 @@ pub trait FastSgdBackend: Backend {
 fn composed_decayed<B: Backend>(
     p: FloatTensor<B>,
     g: FloatTensor<B>,
-    scale: f64,
-    weight_decay: f64,
+    step: SgdStep,
 ) -> FloatTensor<B> {
-    let g = if scale == 1.0 {
+    let g = if step.scale == 1.0 {
         g
     } else {
-        B::float_mul_scalar(g, (scale as f32).into())
+        B::float_mul_scalar(g, (step.scale as f32).into())
     };
-    if weight_decay == 0.0 {
+    if step.weight_decay == 0.0 {
         g
     } else {
-        B::float_add(g, B::float_mul_scalar(p, (weight_decay as f32).into()))
+        B::float_add(g, B::float_mul_scalar(p, (step.weight_decay as f32).into()))
     }
 }
 
@@ -95,40 +87,33 @@ fn composed_velocity<B: Backend>(
     p: FloatTensor<B>,
     g: FloatTensor<B>,
     v: FloatTensor<B>,
-    scale: f64,
-    weight_decay: f64,
-    momentum: f64,
+    step: SgdStep,
     first: bool,
 ) -> FloatTensor<B> {
-    let d = composed_decayed::<B>(p, g, scale, weight_decay);
+    let d = composed_decayed::<B>(p, g, step);
     if first {
         d
     } else {
-        B::float_add(B::float_mul_scalar(v, (momentum as f32).into()), d)
+        B::float_add(B::float_mul_scalar(v, (step.momentum as f32).into()), d)
     }
 }
 
 /// [`FastSgdBackend::sgd_apply`] in Burn's operations.
-#[allow(clippy::too_many_arguments)]
 fn composed_apply<B: Backend>(
     p: FloatTensor<B>,
     g: FloatTensor<B>,
     v: FloatTensor<B>,
-    scale: f64,
-    weight_decay: f64,
-    momentum: f64,
-    lr: f64,
-    nesterov: bool,
+    step: SgdStep,
 ) -> FloatTensor<B> {
-    let u = if momentum == 0.0 {
-        composed_decayed::<B>(p.clone(), g, scale, weight_decay)
-    } else if nesterov {
-        let d = composed_decayed::<B>(p.clone(), g, scale, weight_decay);
-        B::float_add(d, B::float_mul_scalar(v, (momentum as f32).into()))
+    let u = if step.momentum == 0.0 {
+        composed_decayed::<B>(p.clone(), g, step)
+    } else if step.nesterov {
+        let d = composed_decayed::<B>(p.clone(), g, step);
+        B::float_add(d, B::float_mul_scalar(v, (step.momentum as f32).into()))
     } else {
         v
     };
-    B::float_sub(p, B::float_mul_scalar(u, (lr as f32).into()))
+    B::float_sub(p, B::float_mul_scalar(u, (step.lr as f32).into()))
 }
 
 /// `t' = f(t, a, b)` value by value, written over `t`'s own buffer when the tensor owns it
@@ -180,16 +165,18 @@ impl FastSgdBackend for Flex {
         p: FlexTensor,
         g: FlexTensor,
         v: FlexTensor,
-        scale: f64,
-        weight_decay: f64,
-        momentum: f64,
+        step: SgdStep,
         first: bool,
     ) -> FlexTensor {
         if !fits([&p, &g, &v]) {
-            return composed_velocity::<Flex>(p, g, v, scale, weight_decay, momentum, first);
+            return composed_velocity::<Flex>(p, g, v, step, first);
         }
         probe::hit(Kernel::Sgd);
-        let (s, wd, m) = (scale as f32, weight_decay as f32, momentum as f32);
+        let (s, wd, m) = (
+            step.scale as f32,
+            step.weight_decay as f32,
+            step.momentum as f32,
+        );
         let (pv, gv) = (values(&p), values(&g));
         if first {
             // `v` is a stand-in (the gradient itself): the buffer starts as `d`.
@@ -199,30 +186,21 @@ impl FastSgdBackend for Flex {
         }
     }
 
-    fn sgd_apply(
-        p: FlexTensor,
-        g: FlexTensor,
-        v: FlexTensor,
-        scale: f64,
-        weight_decay: f64,
-        momentum: f64,
-        lr: f64,
-        nesterov: bool,
-    ) -> FlexTensor {
+    fn sgd_apply(p: FlexTensor, g: FlexTensor, v: FlexTensor, step: SgdStep) -> FlexTensor {
         if !fits([&p, &g, &v]) {
-            return composed_apply::<Flex>(p, g, v, scale, weight_decay, momentum, lr, nesterov);
+            return composed_apply::<Flex>(p, g, v, step);
         }
         probe::hit(Kernel::Sgd);
         let (s, wd, m, lr) = (
-            scale as f32,
-            weight_decay as f32,
-            momentum as f32,
-            lr as f32,
+            step.scale as f32,
+            step.weight_decay as f32,
+            step.momentum as f32,
+            step.lr as f32,
         );
         let (gv, vv) = (values(&g), values(&v));
-        if momentum == 0.0 {
+        if step.momentum == 0.0 {
             update(p, &gv, &vv, |p, g, _| p - lr * (s * g + wd * p))
-        } else if nesterov {
+        } else if step.nesterov {
             update(p, &gv, &vv, |p, g, v| p - lr * ((s * g + wd * p) + m * v))
         } else {
             update(p, &gv, &vv, |p, _, v| p - lr * v)
@@ -246,32 +224,22 @@ pub fn sgd_update<const D: usize>(
 ) -> (Option<Tensor<D>>, Tensor<D>) {
     let fast = chosen(Op::Sgd, &p.device());
     let prim = |t: Tensor<D>| t.into_dispatch();
-    let v = if step.momentum > 0.0 {
+    let v = (step.momentum > 0.0).then(|| {
         let first = v.is_none();
         let buf = v.unwrap_or_else(|| g.clone());
         let (pp, gp, bp) = (prim(p.clone()), prim(g.clone()), prim(buf));
-        let (s, wd, m) = (step.scale, step.weight_decay, step.momentum);
-        Some(Tensor::from_dispatch(if fast {
-            <Dispatch as FastSgdBackend>::sgd_velocity(pp, gp, bp, s, wd, m, first)
+        Tensor::from_dispatch(if fast {
+            <Dispatch as FastSgdBackend>::sgd_velocity(pp, gp, bp, step, first)
         } else {
-            composed_velocity::<Dispatch>(pp, gp, bp, s, wd, m, first)
-        }))
-    } else {
-        None
-    };
+            composed_velocity::<Dispatch>(pp, gp, bp, step, first)
+        })
+    });
     let buf = v.clone().unwrap_or_else(|| g.clone());
     let (pp, gp, bp) = (prim(p), prim(g), prim(buf));
-    let (s, wd, m, lr, nesterov) = (
-        step.scale,
-        step.weight_decay,
-        step.momentum,
-        step.lr,
-        step.nesterov,
-    );
     let p = Tensor::from_dispatch(if fast {
-        <Dispatch as FastSgdBackend>::sgd_apply(pp, gp, bp, s, wd, m, lr, nesterov)
+        <Dispatch as FastSgdBackend>::sgd_apply(pp, gp, bp, step)
     } else {
-        composed_apply::<Dispatch>(pp, gp, bp, s, wd, m, lr, nesterov)
+        composed_apply::<Dispatch>(pp, gp, bp, step)
     });
     (v, p)
 }
