@@ -302,6 +302,10 @@ fn direct_convolutions_match_generic() {
         if direct {
             expected[0] = (forward, 1);
         }
+        if c * 9 * o > 256 * 1024 {
+            // Over 1 MB of weights on a small plane: the whole batch's input gradient at once.
+            expected[1] = (Kernel::ConvInputGradBatch, 1);
+        }
         check_kernels(n, c, o, hw, 3, strided.clone(), &expected);
     }
     // Stride 1: the direct forward and in-place weight gradient where neither Winograd nor
@@ -350,13 +354,25 @@ fn direct_convolutions_match_generic() {
     assert!(rel_err(y1, y0) <= 1e-5);
 }
 
-/// Weight gradients larger than L2 (over 256 Ki values) on small planes are one product over
-/// the whole batch (`weight_grad_batch` in `nn/fast/conv/grad.rs`), 1x1 and 3x3 (with its
-/// im2col), odd plane sizes; the per-image path is checked by every other case.
+/// Weight and input gradients on small planes (under 256 positions) with weights larger than
+/// L2 (over 256 Ki values) are each one product over the whole batch (`weight_grad_batch` and
+/// `input_grad_batch` in `nn/fast/conv/grad.rs`): 1x1 stride 1 (no im2col or col2im), 1x1
+/// stride 2 and 3x3 (im2col and col2im per image), odd plane sizes; the per-image paths are
+/// checked by every other case.
 #[test]
-fn whole_batch_weight_gradients_match_generic() {
-    check(3, 520, 512, [5, 3], 1, 1, 0, GEMM);
-    check(2, 300, 100, [6, 7], 3, 1, 1, GEMM);
+fn whole_batch_gradients_match_generic() {
+    let options =
+        |stride: usize, pad: usize| ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+    for (n, c, o, hw, k, stride, pad) in [
+        (3, 520, 512, [5, 3], 1, 1, 0),
+        (2, 300, 900, [7, 7], 1, 2, 0),
+        (2, 300, 100, [6, 7], 3, 1, 1),
+        (3, 64, 460, [5, 5], 3, 1, 1),
+    ] {
+        let mut expected = conv_kernels(k, c, o, Some(GEMM));
+        expected[1] = (Kernel::ConvInputGradBatch, 1);
+        check_kernels(n, c, o, hw, k, options(stride, pad), &expected);
+    }
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub enum Kernel {
     ConvAffine,
     /// Convolution input gradient through the `gemm` crate and col2im.
     ConvInputGradGemm,
+    /// Convolution input gradient of a small plane with large weights as one `gemm` product
+    /// over the whole batch (see `conv/grad.rs`).
+    ConvInputGradBatch,
     /// Convolution input gradient as a tiled forward of the rotated weights.
     ConvInputGradTile,
     /// Convolution input gradient of a stride-1 3x3 convolution through Winograd's F(2x2, 3x3)
@@ -87,7 +90,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 30] = [
+    pub const ALL: [Kernel; 31] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -95,6 +98,7 @@ impl Kernel {
         Kernel::ConvDirect,
         Kernel::ConvAffine,
         Kernel::ConvInputGradGemm,
+        Kernel::ConvInputGradBatch,
         Kernel::ConvInputGradTile,
         Kernel::ConvInputGradWinograd,
         Kernel::ConvWeightGrad,

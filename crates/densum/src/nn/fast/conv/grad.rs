@@ -147,26 +147,17 @@ fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // through a raw pointer since images interleave within rows.
     let (cols_at, dys_at) = (SharedOut(cols.as_mut_ptr()), SharedOut(dys.as_mut_ptr()));
     (0..g.n).into_par_iter().for_each(|n| {
-        let place = |src: &[f32], dst: SharedOut, rows: usize| {
-            for (r, s) in src.chunks_exact(p).take(rows).enumerate() {
-                // SAFETY: row r's columns n·P..(n+1)·P lie inside the [rows, N·P] buffer and
-                // only image n writes them.
-                let d = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * width + n * p), p) };
-                for (d, &v) in d.iter_mut().zip(s) {
-                    d.write(v);
-                }
-            }
-        };
         let xs = &x[n * img_in..][..img_in];
+        // SAFETY (each call): the buffers are [rows, N·P] and image n alone writes its columns.
         if g.pointwise() {
-            place(xs, cols_at, k);
+            unsafe { place(xs, cols_at, k, width, n, p) };
         } else {
             with_scratch(k * p, |col| {
                 g.im2col(xs, col);
-                place(col, cols_at, k);
+                unsafe { place(col, cols_at, k, width, n, p) };
             });
         }
-        place(&dy[n * img_out..][..img_out], dys_at, g.o);
+        unsafe { place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
     });
     // SAFETY: every image wrote its columns of every row of both buffers.
     let (cols, dys) = unsafe { (assume_init(cols), assume_init(dys)) };
@@ -186,7 +177,83 @@ fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     unsafe { assume_init(dw) }
 }
 
-/// Input gradient `[N, C, H, W]`: on the tile kernel where [`input_grad_tiled`] applies,
+/// Writes the first `rows` rows of image `n`'s matrix `src` (`[rows, P]`) as columns `n·P..`
+/// of the rows of `dst` (`[rows, N·P]` values from `dst.0`, row stride `width` = N·P).
+///
+/// # Safety
+/// `dst` must hold `rows · width` values, and no other thread may write image `n`'s columns.
+unsafe fn place(src: &[f32], dst: SharedOut, rows: usize, width: usize, n: usize, p: usize) {
+    for (r, s) in src.chunks_exact(p).take(rows).enumerate() {
+        // SAFETY: row r's columns n·P..(n+1)·P lie inside the buffer (the caller's contract).
+        let d = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * width + n * p), p) };
+        for (d, &v) in d.iter_mut().zip(s) {
+            d.write(v);
+        }
+    }
+}
+
+/// The input gradient of a small-plane convolution with large weights as one product over
+/// the whole batch: `col(dX)[K, N·P] = Wᵀ · dY[O, N·P]`, the images' output gradients side
+/// by side, then each image's columns back (col2im unless 1x1 stride 1).
+///
+/// Why: per image the product is only `P` columns wide (49 at 7x7) and the `gemm` crate packs
+/// all of `Wᵀ` (4 MB for ResNet-50's 512 → 2048 1x1) again for each image: those input
+/// gradients ran at 31-57 GMAC/s inside a training step against 115-135 for their forwards
+/// (`densum bench resnet50 --dataset imagenet --batch 8 --conv-profile`, Intel AVX-512).
+fn input_grad_batch(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let (img_in, img_out, width) = (g.c * g.h * g.w, g.o * p, g.n * p);
+    let mut dys = uninit_buffer(g.o * width);
+    let dys_at = SharedOut(dys.as_mut_ptr());
+    (0..g.n).into_par_iter().for_each(|n| {
+        // SAFETY: dys is [O, N·P] and image n alone writes its columns.
+        unsafe { place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
+    });
+    // SAFETY: every image wrote its columns of every row.
+    let dys = unsafe { assume_init(dys) };
+    let mut cols = uninit_buffer(k * width);
+    gemm_on(
+        rayon::current_num_threads(),
+        (k, width, g.o),
+        &mut cols,
+        (width, 1),
+        false,
+        w,
+        (1, k),
+        &dys,
+        (width, 1),
+    );
+    // SAFETY: the product wrote all of col(dX).
+    let cols = unsafe { assume_init(cols) };
+    let mut dx = uninit_buffer(g.n * img_in);
+    dx.par_chunks_mut(img_in.max(1))
+        .enumerate()
+        .for_each(|(n, dx_n)| {
+            let image_cols = |dst: &mut [MaybeUninit<f32>]| {
+                for (r, d) in dst.chunks_exact_mut(p).enumerate() {
+                    for (d, &v) in d.iter_mut().zip(&cols[r * width + n * p..][..p]) {
+                        d.write(v);
+                    }
+                }
+            };
+            if g.pointwise() {
+                image_cols(dx_n);
+            } else {
+                dx_n.fill(MaybeUninit::new(0.0));
+                // SAFETY: just initialised.
+                let dx_n = unsafe { assume_init_mut(dx_n) };
+                with_scratch(k * p, |dcol| {
+                    image_cols(as_uninit(dcol));
+                    g.col2im(dcol, dx_n);
+                });
+            }
+        });
+    // SAFETY: every image's chunk was copied or zeroed and accumulated into.
+    unsafe { assume_init(dx) }
+}
+
+/// Input gradient `[N, C, H, W]`: on the tile kernel where [`input_grad_tiled`] applies, as
+/// one product over the batch for small planes with large weights ([`input_grad_batch`]),
 /// otherwise one GEMM (and col2im) per image, images in parallel.
 pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     // dX = conv(dY, W') as in `input_grad_tiled`, with W' transformed straight from W.
@@ -200,8 +267,14 @@ pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
         probe::hit(Kernel::ConvInputGradTile);
         return dx;
     }
-    probe::hit(Kernel::ConvInputGradGemm);
     let (k, p) = (g.k(), g.p());
+    // Below 1 MB of weights the per-image products measured as fast or faster (DenseNet-121's
+    // 1x1 input gradients at 7x7 and 14x14, ResNet-50 0.25x at CIFAR sizes).
+    if p < BATCH_POSITIONS && g.o * k > CACHED_VALUES && k * g.n * p <= BATCH_VALUES {
+        probe::hit(Kernel::ConvInputGradBatch);
+        return input_grad_batch(g, w, dy);
+    }
+    probe::hit(Kernel::ConvInputGradGemm);
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
     let mut dx = uninit_buffer(g.n * img_in);
     dx.par_chunks_mut(img_in.max(1))

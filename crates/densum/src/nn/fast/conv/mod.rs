@@ -12,7 +12,8 @@
 //! - `winograd.rs`: stride-1 3x3 convolutions (and their input gradients) through Winograd's
 //!   F(2x2, 3x3), 2.25x fewer multiplications;
 //! - `grad.rs`: weight gradient `dW[O, C·kh·kw] += dY_n · col(X_n)ᵀ`, input gradient
-//!   `col(dX_n) = Wᵀ · dY_n` then col2im, or a tiled forward of the rotated weights;
+//!   `col(dX_n) = Wᵀ · dY_n` then col2im, or a tiled forward of the rotated weights; on small
+//!   planes with large weights each of them as one product over the whole batch;
 //! - `profile.rs`: per-shape timing inside a network (`densum bench --conv-profile`);
 //! - `adapter.rs`: the tensor-level entry points ([`conv2d_fast`], [`conv_forward`]);
 //! - this file: the extension operation.
