@@ -13,27 +13,16 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::direct;
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
+use super::{batch, direct};
 use crate::nn::fast::buffer::{
     SharedOut, as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
 };
 use crate::nn::fast::matmul::{gemm, gemm_on, gemm_raw};
 use crate::nn::fast::probe::{self, Kernel};
 use crate::nn::fast::tile_gemm::PackedA;
-
-/// Positions per plane below which the weight gradient is one product over the whole batch
-/// ([`weight_grad_batch`]).
-const BATCH_POSITIONS: usize = 256;
-
-/// A weight gradient of at most this many values (1 MB) stays in L2 while the images'
-/// products accumulate into it, so the per-image path keeps it.
-const CACHED_VALUES: usize = 256 * 1024;
-
-/// Largest whole-batch column matrix (values, 64 MB) [`weight_grad_batch`] builds.
-const BATCH_VALUES: usize = 16 << 20;
 
 /// Weight gradient `[O, C, kh, kw]`: images split into one chunk per thread, each chunk
 /// accumulating its own partial sum, partial sums added at the end.
@@ -50,7 +39,7 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     probe::hit(Kernel::ConvWeightGrad);
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    if p < BATCH_POSITIONS && g.o * k > CACHED_VALUES && k * g.n * p <= BATCH_VALUES {
+    if batch::applies(g) {
         return weight_grad_batch(g, x, dy);
     }
     let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
@@ -150,14 +139,14 @@ fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let xs = &x[n * img_in..][..img_in];
         // SAFETY (each call): the buffers are [rows, N·P] and image n alone writes its columns.
         if g.pointwise() {
-            unsafe { place(xs, cols_at, k, width, n, p) };
+            unsafe { batch::place(xs, cols_at, k, width, n, p) };
         } else {
             with_scratch(k * p, |col| {
                 g.im2col(xs, col);
-                unsafe { place(col, cols_at, k, width, n, p) };
+                unsafe { batch::place(col, cols_at, k, width, n, p) };
             });
         }
-        unsafe { place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
+        unsafe { batch::place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
     });
     // SAFETY: every image wrote its columns of every row of both buffers.
     let (cols, dys) = unsafe { (assume_init(cols), assume_init(dys)) };
@@ -177,29 +166,9 @@ fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     unsafe { assume_init(dw) }
 }
 
-/// Writes the first `rows` rows of image `n`'s matrix `src` (`[rows, P]`) as columns `n·P..`
-/// of the rows of `dst` (`[rows, N·P]` values from `dst.0`, row stride `width` = N·P).
-///
-/// # Safety
-/// `dst` must hold `rows · width` values, and no other thread may write image `n`'s columns.
-unsafe fn place(src: &[f32], dst: SharedOut, rows: usize, width: usize, n: usize, p: usize) {
-    for (r, s) in src.chunks_exact(p).take(rows).enumerate() {
-        // SAFETY: row r's columns n·P..(n+1)·P lie inside the buffer (the caller's contract).
-        let d = unsafe { std::slice::from_raw_parts_mut(dst.0.add(r * width + n * p), p) };
-        for (d, &v) in d.iter_mut().zip(s) {
-            d.write(v);
-        }
-    }
-}
-
-/// The input gradient of a small-plane convolution with large weights as one product over
-/// the whole batch: `col(dX)[K, N·P] = Wᵀ · dY[O, N·P]`, the images' output gradients side
-/// by side, then each image's columns back (col2im unless 1x1 stride 1).
-///
-/// Why: per image the product is only `P` columns wide (49 at 7x7) and the `gemm` crate packs
-/// all of `Wᵀ` (4 MB for ResNet-50's 512 → 2048 1x1) again for each image: those input
-/// gradients ran at 31-57 GMAC/s inside a training step against 115-135 for their forwards
-/// (`densum bench resnet50 --dataset imagenet --batch 8 --conv-profile`, Intel AVX-512).
+/// The input gradient of a small-plane convolution with large weights ([`batch`]) as one
+/// product over the whole batch: `col(dX)[K, N·P] = Wᵀ · dY[O, N·P]`, the images' output
+/// gradients side by side, then each image's columns back (col2im unless 1x1 stride 1).
 fn input_grad_batch(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let (img_in, img_out, width) = (g.c * g.h * g.w, g.o * p, g.n * p);
@@ -207,7 +176,7 @@ fn input_grad_batch(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let dys_at = SharedOut(dys.as_mut_ptr());
     (0..g.n).into_par_iter().for_each(|n| {
         // SAFETY: dys is [O, N·P] and image n alone writes its columns.
-        unsafe { place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
+        unsafe { batch::place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
     });
     // SAFETY: every image wrote its columns of every row.
     let dys = unsafe { assume_init(dys) };
@@ -230,8 +199,11 @@ fn input_grad_batch(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
         .enumerate()
         .for_each(|(n, dx_n)| {
             let image_cols = |dst: &mut [MaybeUninit<f32>]| {
-                for (r, d) in dst.chunks_exact_mut(p).enumerate() {
-                    for (d, &v) in d.iter_mut().zip(&cols[r * width + n * p..][..p]) {
+                for (d, s) in dst
+                    .chunks_exact_mut(p)
+                    .zip(batch::columns_of(&cols, width, n, p))
+                {
+                    for (d, &v) in d.iter_mut().zip(s) {
                         d.write(v);
                     }
                 }
@@ -267,14 +239,12 @@ pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
         probe::hit(Kernel::ConvInputGradTile);
         return dx;
     }
-    let (k, p) = (g.k(), g.p());
-    // Below 1 MB of weights the per-image products measured as fast or faster (DenseNet-121's
-    // 1x1 input gradients at 7x7 and 14x14, ResNet-50 0.25x at CIFAR sizes).
-    if p < BATCH_POSITIONS && g.o * k > CACHED_VALUES && k * g.n * p <= BATCH_VALUES {
+    if batch::applies(g) {
         probe::hit(Kernel::ConvInputGradBatch);
         return input_grad_batch(g, w, dy);
     }
     probe::hit(Kernel::ConvInputGradGemm);
+    let (k, p) = (g.k(), g.p());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
     let mut dx = uninit_buffer(g.n * img_in);
     dx.par_chunks_mut(img_in.max(1))

@@ -7,6 +7,8 @@
 //!   while each image's output is in cache;
 //! - `tiled.rs`: the shapes that take the tile kernel and how it reads them (1x1 input bands,
 //!   shifted views of a padded image);
+//! - `batch.rs`: which small-plane products go over the whole batch at once, and how the
+//!   images' matrices sit side by side;
 //! - `direct.rs`: strided 3x3 convolutions on small planes, and 3x3 weight gradients, read in
 //!   place by the tile kernel, output channels across the lanes (no im2col);
 //! - `winograd.rs`: stride-1 3x3 convolutions (and their input gradients) through Winograd's
@@ -28,6 +30,7 @@
 //! [`conv2d`](burn::tensor::module::conv2d) unchanged; tests compare both paths.
 
 mod adapter;
+mod batch;
 mod direct;
 mod forward;
 mod geom;
