@@ -1,15 +1,15 @@
-//! SGD's update of one parameter as two passes on Flex: the momentum buffer
-//! `v' = m·v + d` with `d = s·g + wd·p`, then the parameter `p' = p − lr·u` with `u` = `v'`,
-//! `d + m·v'` (Nesterov) or `d` (no momentum), as PyTorch defines them (`train/sgd.rs`).
+//! SGD's update of one parameter as one pass on Flex: the momentum buffer `v' = m·v + d` with
+//! `d = s·g + wd·p`, and the parameter `p' = p − lr·u` with `u` = `v'`, `d + m·v'` (Nesterov)
+//! or `d` (no momentum), as PyTorch defines them (`train/sgd.rs`), both written in place.
 //!
 //! Why: composed of Burn's operations the update is up to six elementwise passes (scale,
 //! decay product, decay sum, momentum product, momentum sum, step) over every parameter every
-//! step. Here it reads `p`, `g` and `v` and writes `v'` in place, then reads `v'` (and `g` for
-//! Nesterov) and writes `p'` in place. ResNet-50, ImageNet batch 8, on 2 Intel cores
-//! (`densum bench resnet50 --dataset imagenet --batch 8 --mode train --warmup 1 --iters 3`,
-//! alternating binaries): optimiser 66.7-68.0 → 40.7-41.2 ms per step. DenseNet-121's
-//! optimiser time (21-22 ms) did not move: its 364 mostly small tensors cost per tensor, not
-//! per value. Other backends and dtypes use the composed default; a test compares both.
+//! step. Here it reads `p`, `g` and `v` once and writes `v'` and `p'` over their own buffers.
+//! ResNet-50, ImageNet batch 8, on 2 Intel cores (`densum bench resnet50 --dataset imagenet
+//! --batch 8 --mode train --warmup 1 --iters 3`, alternating binaries): optimiser 66.7-68.0 ms
+//! composed, 40.7-41.2 ms as two passes (velocity, then parameter; docs/results/speed.md has
+//! the one-pass figures). DenseNet-121's 364 mostly small tensors cost per tensor, not per
+//! value. Other backends and dtypes use the composed default; a test compares both.
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
@@ -38,29 +38,20 @@ pub struct SgdStep {
     pub nesterov: bool,
 }
 
-/// SGD's two passes.
+/// SGD's update in one pass.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastSgdBackend: Backend {
-    /// `m·v + s·g + wd·p`, or `s·g + wd·p` on the `first` step (`v` is then ignored).
-    fn sgd_velocity(
+    /// `(v', p')`: the buffer `v' = m·v + s·g + wd·p` (`s·g + wd·p` on the `first` step, when
+    /// `v` is ignored) and the parameter `p − lr·u`, `u = v'` (momentum), `s·g + wd·p + m·v'`
+    /// (Nesterov) or `s·g + wd·p` (`momentum` 0: `v` ignored, returned as given).
+    fn sgd_step(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
         v: FloatTensor<Self>,
         step: SgdStep,
         first: bool,
-    ) -> FloatTensor<Self> {
-        composed_velocity::<Self>(p, g, v, step, first)
-    }
-
-    /// `p − lr·u` with `u = v` (momentum), `s·g + wd·p + m·v` (Nesterov) or `s·g + wd·p`
-    /// (`momentum` 0; `v` ignored), `v` being the updated buffer.
-    fn sgd_apply(
-        p: FloatTensor<Self>,
-        g: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        step: SgdStep,
-    ) -> FloatTensor<Self> {
-        composed_apply::<Self>(p, g, v, step)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed_step::<Self>(p, g, v, step, first)
     }
 }
 
@@ -82,7 +73,7 @@ fn composed_decayed<B: Backend>(
     }
 }
 
-/// [`FastSgdBackend::sgd_velocity`] in Burn's operations.
+/// The new momentum buffer in Burn's operations.
 fn composed_velocity<B: Backend>(
     p: FloatTensor<B>,
     g: FloatTensor<B>,
@@ -98,7 +89,7 @@ fn composed_velocity<B: Backend>(
     }
 }
 
-/// [`FastSgdBackend::sgd_apply`] in Burn's operations.
+/// The new parameter in Burn's operations, `v` the new buffer.
 fn composed_apply<B: Backend>(
     p: FloatTensor<B>,
     g: FloatTensor<B>,
@@ -116,79 +107,78 @@ fn composed_apply<B: Backend>(
     B::float_sub(p, B::float_mul_scalar(u, (step.lr as f32).into()))
 }
 
-/// `t' = f(t, a, b)` value by value, written over `t`'s own buffer when the tensor owns it
-/// alone and holds exactly its values (a parameter or momentum buffer between steps: no
-/// allocation, no fresh pages), over a copy otherwise (a buffer's first step).
-fn update(
-    mut t: FlexTensor,
-    a: &[f32],
-    b: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Sync,
-) -> FlexTensor {
-    let n = a.len();
+/// [`FastSgdBackend::sgd_step`] in Burn's operations.
+fn composed_step<B: Backend>(
+    p: FloatTensor<B>,
+    g: FloatTensor<B>,
+    v: FloatTensor<B>,
+    step: SgdStep,
+    first: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let v = if step.momentum == 0.0 {
+        v
+    } else {
+        composed_velocity::<B>(p.clone(), g.clone(), v, step, first)
+    };
+    let p = composed_apply::<B>(p, g, v.clone(), step);
+    (v, p)
+}
+
+/// `t`'s values as a buffer this call may write: its own when the tensor owns it alone and
+/// holds exactly its values (a parameter or momentum buffer between steps: no allocation, no
+/// fresh pages), a copy otherwise (a buffer's first step).
+fn owned(t: FlexTensor) -> FlexTensor {
+    let n = t.shape().num_elements();
     let exact = t.is_contiguous() && t.as_slice::<f32>().is_some_and(|v| v.len() == n);
-    if exact && let Some(dst) = t.try_storage_mut::<f32>().filter(|d| d.len() == n) {
-        apply(dst, a, b, &f);
+    let mut t = t;
+    if exact && t.try_storage_mut::<f32>().is_some_and(|d| d.len() == n) {
         return t;
     }
     let shape = t.shape().to_vec();
-    let mut copy = values(&t).into_owned();
-    apply(&mut copy, a, b, &f);
-    flex(copy, shape)
+    flex(values(&t).into_owned(), shape)
 }
 
-/// `d = f(d, a, b)` over both cores, or on the calling thread for one chunk or less (most of
-/// a network's parameters are small norm and bias vectors, which a split would only delay).
-fn apply(dst: &mut [f32], a: &[f32], b: &[f32], f: &(impl Fn(f32, f32, f32) -> f32 + Sync)) {
-    let step = |(d, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
-        for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
-            *d = f(*d, a, b);
+/// The buffer of a tensor [`owned`] returned.
+fn storage(t: &mut FlexTensor) -> &mut [f32] {
+    t.try_storage_mut::<f32>()
+        .expect("`owned` returns a tensor that owns its buffer")
+}
+
+/// `f(&mut p, &mut v, g)` value by value over both cores, or on the calling thread for one
+/// chunk or less (most of a network's parameters are small norm and bias vectors, which a
+/// split would only delay).
+fn each(p: &mut [f32], v: &mut [f32], g: &[f32], f: impl Fn(&mut f32, &mut f32, f32) + Sync) {
+    let run = |((p, v), g): ((&mut [f32], &mut [f32]), &[f32])| {
+        for ((p, v), &g) in p.iter_mut().zip(v.iter_mut()).zip(g) {
+            f(p, v, g);
         }
     };
-    if dst.len() <= CHUNK {
-        step((dst, (a, b)));
+    if p.len() <= CHUNK {
+        run(((p, v), g));
     } else {
-        dst.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(step);
+        p.par_chunks_mut(CHUNK)
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(run);
     }
 }
 
-/// Whether the kernels take these tensors: f32, one shape.
+/// Whether the kernel takes these tensors: f32, one shape.
 fn fits(ts: [&FlexTensor; 3]) -> bool {
     ts.iter()
         .all(|t| t.dtype() == DType::F32 && t.shape() == ts[0].shape())
 }
 
 impl FastSgdBackend for Flex {
-    fn sgd_velocity(
+    fn sgd_step(
         p: FlexTensor,
         g: FlexTensor,
         v: FlexTensor,
         step: SgdStep,
         first: bool,
-    ) -> FlexTensor {
+    ) -> (FlexTensor, FlexTensor) {
         if !fits([&p, &g, &v]) {
-            return composed_velocity::<Flex>(p, g, v, step, first);
-        }
-        probe::hit(Kernel::Sgd);
-        let (s, wd, m) = (
-            step.scale as f32,
-            step.weight_decay as f32,
-            step.momentum as f32,
-        );
-        let (pv, gv) = (values(&p), values(&g));
-        if first {
-            // `v` is a stand-in (the gradient itself): the buffer starts as `d`.
-            update(v, &pv, &gv, |_, p, g| s * g + wd * p)
-        } else {
-            update(v, &pv, &gv, |v, p, g| m * v + (s * g + wd * p))
-        }
-    }
-
-    fn sgd_apply(p: FlexTensor, g: FlexTensor, v: FlexTensor, step: SgdStep) -> FlexTensor {
-        if !fits([&p, &g, &v]) {
-            return composed_apply::<Flex>(p, g, v, step);
+            return composed_step::<Flex>(p, g, v, step, first);
         }
         probe::hit(Kernel::Sgd);
         let (s, wd, m, lr) = (
@@ -197,14 +187,48 @@ impl FastSgdBackend for Flex {
             step.momentum as f32,
             step.lr as f32,
         );
-        let (gv, vv) = (values(&g), values(&v));
+        let gv = values(&g);
+        let mut p = owned(p);
         if step.momentum == 0.0 {
-            update(p, &gv, &vv, |p, g, _| p - lr * (s * g + wd * p))
-        } else if step.nesterov {
-            update(p, &gv, &vv, |p, g, v| p - lr * ((s * g + wd * p) + m * v))
-        } else {
-            update(p, &gv, &vv, |p, _, v| p - lr * v)
+            // No buffer: `v` passes through untouched.
+            let pv = storage(&mut p);
+            let run = |(p, g): (&mut [f32], &[f32])| {
+                for (p, &g) in p.iter_mut().zip(g) {
+                    *p -= lr * (s * g + wd * *p);
+                }
+            };
+            if pv.len() <= CHUNK {
+                run((pv, &gv));
+            } else {
+                pv.par_chunks_mut(CHUNK)
+                    .zip(gv.par_chunks(CHUNK))
+                    .for_each(run);
+            }
+            return (v, p);
         }
+        let mut v = owned(v);
+        let (pv, vv) = (storage(&mut p), storage(&mut v));
+        match (first, step.nesterov) {
+            (true, false) => each(pv, vv, &gv, |p, v, g| {
+                *v = s * g + wd * *p;
+                *p -= lr * *v;
+            }),
+            (false, false) => each(pv, vv, &gv, |p, v, g| {
+                *v = m * *v + (s * g + wd * *p);
+                *p -= lr * *v;
+            }),
+            (true, true) => each(pv, vv, &gv, |p, v, g| {
+                let d = s * g + wd * *p;
+                *v = d;
+                *p -= lr * (d + m * d);
+            }),
+            (false, true) => each(pv, vv, &gv, |p, v, g| {
+                let d = s * g + wd * *p;
+                *v = m * *v + d;
+                *p -= lr * (d + m * *v);
+            }),
+        }
+        (v, p)
     }
 }
 
@@ -223,23 +247,18 @@ pub fn sgd_update<const D: usize>(
     step: SgdStep,
 ) -> (Option<Tensor<D>>, Tensor<D>) {
     let fast = chosen(Op::Sgd, &p.device());
-    let prim = |t: Tensor<D>| t.into_dispatch();
-    let v = (step.momentum > 0.0).then(|| {
-        let first = v.is_none();
-        let buf = v.unwrap_or_else(|| g.clone());
-        let (pp, gp, bp) = (prim(p.clone()), prim(g.clone()), prim(buf));
-        Tensor::from_dispatch(if fast {
-            <Dispatch as FastSgdBackend>::sgd_velocity(pp, gp, bp, step, first)
-        } else {
-            composed_velocity::<Dispatch>(pp, gp, bp, step, first)
-        })
-    });
-    let buf = v.clone().unwrap_or_else(|| g.clone());
-    let (pp, gp, bp) = (prim(p), prim(g), prim(buf));
-    let p = Tensor::from_dispatch(if fast {
-        <Dispatch as FastSgdBackend>::sgd_apply(pp, gp, bp, step)
+    let momentum = step.momentum > 0.0;
+    let first = v.is_none();
+    // Without a buffer yet (or without momentum) the gradient stands in for it.
+    let buf = v.unwrap_or_else(|| g.clone());
+    let (pp, gp, bp) = (p.into_dispatch(), g.into_dispatch(), buf.into_dispatch());
+    let (v, p) = if fast {
+        <Dispatch as FastSgdBackend>::sgd_step(pp, gp, bp, step, first)
     } else {
-        composed_apply::<Dispatch>(pp, gp, bp, step)
-    });
-    (v, p)
+        composed_step::<Dispatch>(pp, gp, bp, step, first)
+    };
+    (
+        momentum.then(|| Tensor::from_dispatch(v)),
+        Tensor::from_dispatch(p),
+    )
 }
