@@ -9,7 +9,7 @@
 //! - operations: [`conv`] (convolution forward, gradients, folded batch norm), [`norm`] (batch
 //!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average and window max pooling),
 //!   [`dense_sum`] (DSNet's dense shortcut), [`dense_stage`] (a DSNet stage's shortcuts on one
-//!   tape), [`sgd`] (SGD's update of a parameter in two passes), [`dense_head`] (a DenseNet layer's recomputing
+//!   tape), [`sgd`] (SGD's update of a parameter in one pass), [`dense_head`] (a DenseNet layer's recomputing
 //!   bottleneck head);
 //! - kernels and helpers: [`matmul`] (the `gemm` crate), [`tile_gemm`] (an AVX2 + FMA register
 //!   tile), `epilogue` (a folded batch norm applied to a kernel's output), `lanes` (SIMD reductions), `buffer` (uninitialised outputs, scratch), `tensor`

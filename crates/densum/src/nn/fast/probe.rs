@@ -84,7 +84,7 @@ pub enum Kernel {
     WindowMaxPool,
     /// Window max pooling backward.
     WindowMaxPoolBackward,
-    /// One of SGD's two passes over a parameter.
+    /// SGD's one pass over a parameter (and its momentum buffer).
     Sgd,
 }
 

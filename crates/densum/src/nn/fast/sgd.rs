@@ -238,7 +238,7 @@ impl<C: CheckpointStrategy> FastSgdBackend for Autodiff<Flex, C> {}
 
 /// One parameter's update: the new momentum buffer (`None` without momentum) and the new
 /// value. `v` is the buffer from the last step (`None` on the first). On Flex for f32 tensors
-/// of one shape, unless [`with_generic`](super::with_generic)`(Op::Sgd, ..)`: the two passes
+/// of one shape, unless [`with_generic`](super::with_generic)`(Op::Sgd, ..)`: the one pass
 /// above; elsewhere Burn's operations.
 pub fn sgd_update<const D: usize>(
     p: Tensor<D>,
