@@ -73,41 +73,7 @@ fn composed_decayed<B: Backend>(
     }
 }
 
-/// The new momentum buffer in Burn's operations.
-fn composed_velocity<B: Backend>(
-    p: FloatTensor<B>,
-    g: FloatTensor<B>,
-    v: FloatTensor<B>,
-    step: SgdStep,
-    first: bool,
-) -> FloatTensor<B> {
-    let d = composed_decayed::<B>(p, g, step);
-    if first {
-        d
-    } else {
-        B::float_add(B::float_mul_scalar(v, (step.momentum as f32).into()), d)
-    }
-}
-
-/// The new parameter in Burn's operations, `v` the new buffer.
-fn composed_apply<B: Backend>(
-    p: FloatTensor<B>,
-    g: FloatTensor<B>,
-    v: FloatTensor<B>,
-    step: SgdStep,
-) -> FloatTensor<B> {
-    let u = if step.momentum == 0.0 {
-        composed_decayed::<B>(p.clone(), g, step)
-    } else if step.nesterov {
-        let d = composed_decayed::<B>(p.clone(), g, step);
-        B::float_add(d, B::float_mul_scalar(v, (step.momentum as f32).into()))
-    } else {
-        v
-    };
-    B::float_sub(p, B::float_mul_scalar(u, (step.lr as f32).into()))
-}
-
-/// [`FastSgdBackend::sgd_step`] in Burn's operations.
+/// [`FastSgdBackend::sgd_step`] in Burn's operations (the definition the kernel follows).
 fn composed_step<B: Backend>(
     p: FloatTensor<B>,
     g: FloatTensor<B>,
@@ -115,13 +81,24 @@ fn composed_step<B: Backend>(
     step: SgdStep,
     first: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let v = if step.momentum == 0.0 {
-        v
+    let scaled = |t: FloatTensor<B>, by: f64| B::float_mul_scalar(t, (by as f32).into());
+    let d = composed_decayed::<B>(p.clone(), g, step);
+    let (v, u) = if step.momentum == 0.0 {
+        (v, d)
     } else {
-        composed_velocity::<B>(p.clone(), g.clone(), v, step, first)
+        let v = if first {
+            d.clone()
+        } else {
+            B::float_add(scaled(v, step.momentum), d.clone())
+        };
+        let u = if step.nesterov {
+            B::float_add(d, scaled(v.clone(), step.momentum))
+        } else {
+            v.clone()
+        };
+        (v, u)
     };
-    let p = composed_apply::<B>(p, g, v.clone(), step);
-    (v, p)
+    (v, B::float_sub(p, scaled(u, step.lr)))
 }
 
 /// `t`'s values as a buffer this call may write: its own when the tensor owns it alone and
@@ -208,26 +185,12 @@ impl FastSgdBackend for Flex {
         }
         let mut v = owned(v);
         let (pv, vv) = (storage(&mut p), storage(&mut v));
-        match (first, step.nesterov) {
-            (true, false) => each(pv, vv, &gv, |p, v, g| {
-                *v = s * g + wd * *p;
-                *p -= lr * *v;
-            }),
-            (false, false) => each(pv, vv, &gv, |p, v, g| {
-                *v = m * *v + (s * g + wd * *p);
-                *p -= lr * *v;
-            }),
-            (true, true) => each(pv, vv, &gv, |p, v, g| {
-                let d = s * g + wd * *p;
-                *v = d;
-                *p -= lr * (d + m * d);
-            }),
-            (false, true) => each(pv, vv, &gv, |p, v, g| {
-                let d = s * g + wd * *p;
-                *v = m * *v + d;
-                *p -= lr * (d + m * *v);
-            }),
-        }
+        let nesterov = step.nesterov;
+        each(pv, vv, &gv, |p, v, g| {
+            let d = s * g + wd * *p;
+            *v = if first { d } else { m * *v + d };
+            *p -= lr * if nesterov { d + m * *v } else { *v };
+        });
         (v, p)
     }
 }
