@@ -405,8 +405,13 @@ impl Comparison {
     pub fn to_text(&self, cfg: &BenchConfig) -> String {
         let first = &self.results[0];
         let mut out = format!(
-            "input {:?}, {} warm-up + {} measured iterations; median [min, max]; (x) = ratio to {}\n",
-            first.input, cfg.warmup, cfg.iters, first.model
+            "input {:?}, {} warm-up + {} measured iterations; median [min, max]; (x) = ratio to {}; \
+             CPU kernels {}\n",
+            first.input,
+            cfg.warmup,
+            cfg.iters,
+            first.model,
+            crate::nn::fast::tile_gemm::Isa::detected().label()
         );
         for (r, (result, row)) in self.results.iter().zip(&self.rows).enumerate() {
             let show = |k: &str, unit: &str| match row.iter().position(|(n, _)| *n == k) {
