@@ -77,30 +77,16 @@ pub(super) fn transform_weights(
     c: usize,
     w: impl Fn(usize, usize, usize, usize) -> f32 + Sync,
 ) -> Vec<PackedA> {
-    // Per output channel: [ξ][c], so each U_ξ's row is contiguous when packed below.
-    let per_o: Vec<Vec<f32>> = (0..o)
-        .into_par_iter()
-        .map(|oo| {
-            let mut u = vec![0f32; XI * c];
-            for cc in 0..c {
-                // G g: the three kernel rows combined (row-wise over columns).
-                let k = |i: usize, j: usize| w(oo, cc, i, j);
-                let cols = [0, 1, 2].map(|j| g_rows([k(0, j), k(1, j), k(2, j)]));
-                let ggt: [[f32; 3]; 4] = std::array::from_fn(|i| cols.map(|col| col[i]));
-                // (G g) Gᵀ: each row of G g combined over its three columns.
-                for (i, row) in ggt.iter().enumerate() {
-                    for (j, v) in g_rows(*row).into_iter().enumerate() {
-                        u[(i * 4 + j) * c + cc] = v;
-                    }
-                }
-            }
-            u
-        })
-        .collect();
-    (0..XI)
-        .into_par_iter()
-        .map(|xi| PackedA::new(o, c, |r, d| per_o[r][xi * c + d]))
-        .collect()
+    // All 16 values of a kernel at once, written straight into the 16 packed matrices.
+    PackedA::new_many(XI, o, c, |oo, cc, u| {
+        // G g: the three kernel rows combined (row-wise over columns).
+        let k = |i: usize, j: usize| w(oo, cc, i, j);
+        let cols = [0, 1, 2].map(|j| g_rows([k(0, j), k(1, j), k(2, j)]));
+        // (G g) Gᵀ: each row of G g combined over its three columns.
+        for i in 0..4 {
+            u[i * 4..][..4].copy_from_slice(&g_rows(cols.map(|col| col[i])));
+        }
+    })
 }
 
 /// `G · [a, b, d]ᵀ`: `[a, (a + b + d)/2, (a − b + d)/2, d]`.
