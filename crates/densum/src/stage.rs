@@ -101,11 +101,9 @@ impl Stage {
 /// The stage loop: block 0, then each later block's branch and aggregation by `rule`, then
 /// the stage's output.
 pub fn run<R: Rule>(rule: &R, blocks: &[Block], x: Tensor<4>) -> Tensor<4> {
-    let first = &blocks[0];
-    let (mut y, mut history) = rule.first(first.forward(x), first.activation());
+    let (mut y, mut history) = rule.first_block(&blocks[0], x);
     for (l, block) in blocks.iter().enumerate().skip(1) {
-        let branch = rule.branch(block, &y, &history);
-        y = rule.aggregate(l, branch, y, &mut history, block.activation());
+        y = rule.next_block(l, block, y, &mut history);
     }
     rule.output(y, history)
 }

@@ -5,10 +5,10 @@ use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
-use super::{BlockArgs, BlockConfig, BlockOut, chain_macs};
+use super::{Activation, BlockArgs, BlockConfig, BlockOut, LastLayer, chain_macs};
 use crate::nn::{
-    Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
-    batch_norm, conv, conv_bn_forward,
+    Cbam, DropPath, Projection, SqueezeExcite, attention, attention_macs, batch_norm, conv,
+    conv_bn_forward,
 };
 
 /// Basic block, with optional SE/CBAM after the last BN. torchvision names.
@@ -52,16 +52,38 @@ impl BasicBlock {
 
     /// Branch and shortcut.
     pub fn forward(&self, x: Tensor<4>) -> BlockOut {
-        let shortcut = match &self.downsample {
-            Some(p) => p.forward(x.clone()),
-            None => x.clone(),
-        };
+        let shortcut = self.shortcut(x.clone());
         let h = conv_bn_forward(&self.conv1, &self.bn1, x, true);
-        let h = conv_bn_forward(&self.conv2, &self.bn2, h, false);
-        let h = apply_attention(&self.se, &self.cbam, h);
         BlockOut {
-            branch: self.drop_path.forward(h),
+            branch: self.last().branch(h),
             shortcut,
+        }
+    }
+
+    /// `f(branch + shortcut)`, the sum fused into conv2 + bn2 where it can be (see
+    /// [`Block::forward_summed`](super::Block::forward_summed)).
+    pub fn forward_summed(&self, x: Tensor<4>, f: Activation) -> Tensor<4> {
+        let shortcut = self.shortcut(x.clone());
+        let h = conv_bn_forward(&self.conv1, &self.bn1, x, true);
+        self.last().summed(h, shortcut, f)
+    }
+
+    /// conv2 + bn2 and what follows them.
+    fn last(&self) -> LastLayer<'_> {
+        LastLayer {
+            conv: &self.conv2,
+            bn: &self.bn2,
+            se: &self.se,
+            cbam: &self.cbam,
+            drop_path: &self.drop_path,
+        }
+    }
+
+    /// The identity, or the projection when the shape changes.
+    fn shortcut(&self, x: Tensor<4>) -> Tensor<4> {
+        match &self.downsample {
+            Some(p) => p.forward(x),
+            None => x,
         }
     }
 

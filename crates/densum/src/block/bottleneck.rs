@@ -6,11 +6,11 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, GroupNorm, GroupNormConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::{BlockArgs, BlockConfig, BlockOut, InnerShortcut, chain_macs};
+use super::{Activation, BlockArgs, BlockConfig, BlockOut, InnerShortcut, LastLayer, chain_macs};
 use crate::connect::{InnerDs, RgShortcut};
 use crate::nn::{
-    Cbam, DropPath, Projection, SqueezeExcite, apply_attention, attention, attention_macs,
-    batch_norm, conv, conv_bn_forward, gn_groups,
+    Cbam, DropPath, Projection, SqueezeExcite, attention, attention_macs, batch_norm, conv,
+    conv_bn_forward, gn_groups,
 };
 
 /// Bottleneck block (stride on the 3x3 convolution, as torchvision). torchvision names, plus
@@ -85,10 +85,42 @@ impl Bottleneck {
 
     /// Branch and shortcut.
     pub fn forward(&self, x: Tensor<4>) -> BlockOut {
-        let shortcut = match &self.downsample {
-            Some(p) => p.forward(x.clone()),
-            None => x.clone(),
-        };
+        let shortcut = self.shortcut(x.clone());
+        BlockOut {
+            branch: self.last().branch(self.to_last(x)),
+            shortcut,
+        }
+    }
+
+    /// `f(branch + shortcut)`, the sum fused into conv3 + bn3 where it can be (see
+    /// [`Block::forward_summed`](super::Block::forward_summed)).
+    pub fn forward_summed(&self, x: Tensor<4>, f: Activation) -> Tensor<4> {
+        let shortcut = self.shortcut(x.clone());
+        self.last().summed(self.to_last(x), shortcut, f)
+    }
+
+    /// conv3 + bn3 and what follows them.
+    fn last(&self) -> LastLayer<'_> {
+        LastLayer {
+            conv: &self.conv3,
+            bn: &self.bn3,
+            se: &self.se,
+            cbam: &self.cbam,
+            drop_path: &self.drop_path,
+        }
+    }
+
+    /// The identity, or the projection when the shape changes.
+    fn shortcut(&self, x: Tensor<4>) -> Tensor<4> {
+        match &self.downsample {
+            Some(p) => p.forward(x),
+            None => x,
+        }
+    }
+
+    /// The branch up to the last convolution: conv1 and conv2 with their norms, ReLUs and
+    /// inner shortcuts.
+    fn to_last(&self, x: Tensor<4>) -> Tensor<4> {
         let maybe_gn = |gn: &Option<GroupNorm>, t: Tensor<4>| match gn {
             Some(gn) => gn.forward(t),
             None => t,
@@ -101,13 +133,7 @@ impl Bottleneck {
             (None, Some(rg)) => conv_bn_forward(conv2, bn2, a.clone(), true) + rg.forward(a),
             (None, None) => conv_bn_forward(conv2, bn2, a, true),
         };
-        let b = maybe_gn(&self.gn2, b);
-        let h = conv_bn_forward(&self.conv3, &self.bn3, b, false);
-        let h = apply_attention(&self.se, &self.cbam, h);
-        BlockOut {
-            branch: self.drop_path.forward(h),
-            shortcut,
-        }
+        maybe_gn(&self.gn2, b)
     }
 
     /// MACs and output shape.

@@ -13,6 +13,7 @@ pub mod preact;
 pub mod res2;
 
 use burn::module::Module;
+use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,10 @@ pub use preact::{PreActBasic, PreActBottleneck};
 pub use res2::{Res2Bottleneck, Res2Module};
 
 use crate::connect::DenseSumConfig;
-use crate::nn::{AttentionKind, add_relu, relu};
+use crate::nn::{
+    AttentionKind, Cbam, DropPath, SqueezeExcite, add_relu, apply_attention, conv_bn_forward,
+    conv_bn_sum_forward, relu,
+};
 
 /// The kind of block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +240,22 @@ impl Block {
         }
     }
 
+    /// `f(X + S(x))`: the block's output under an identity connectivity (ResNet's), its branch
+    /// and shortcut summed, then its activation. Basic blocks and bottlenecks fuse the sum
+    /// into their last convolution + batch norm (one pass fewer over the output in training,
+    /// two fewer in inference); the other blocks compute the branch and sum it.
+    pub fn forward_summed(&self, x: Tensor<4>) -> Tensor<4> {
+        let f = self.activation();
+        match self {
+            Block::Basic(b) => b.forward_summed(x, f),
+            Block::Bottleneck(b) => b.forward_summed(x, f),
+            _ => {
+                let out = self.forward(x);
+                f.sum(out.branch, out.shortcut)
+            }
+        }
+    }
+
     /// The block's output activation f: ReLU after the sum for post-activation blocks, none
     /// for pre-activation ones.
     pub fn activation(&self) -> Activation {
@@ -297,4 +317,32 @@ pub(crate) fn chain_macs(convs: &[&Conv2d], h: usize, w: usize) -> (u64, usize, 
         c = out_channels(conv);
     }
     (total, c, h, w)
+}
+
+/// The end a post-activation block's branch shares (basic block, bottleneck): its last
+/// convolution + batch norm, then attention and drop path.
+pub(crate) struct LastLayer<'a> {
+    pub(crate) conv: &'a Conv2d,
+    pub(crate) bn: &'a BatchNorm,
+    pub(crate) se: &'a Option<SqueezeExcite>,
+    pub(crate) cbam: &'a Option<Cbam>,
+    pub(crate) drop_path: &'a DropPath,
+}
+
+impl LastLayer<'_> {
+    /// The branch's output from the last convolution's input `h`.
+    pub(crate) fn branch(&self, h: Tensor<4>) -> Tensor<4> {
+        let h = conv_bn_forward(self.conv, self.bn, h, false);
+        self.drop_path
+            .forward(apply_attention(self.se, self.cbam, h))
+    }
+
+    /// `f(branch + shortcut)`, the sum (and f) fused into the convolution and batch norm
+    /// ([`conv_bn_sum_forward`]) unless attention or an active drop path comes between them.
+    pub(crate) fn summed(&self, h: Tensor<4>, shortcut: Tensor<4>, f: Activation) -> Tensor<4> {
+        if self.se.is_some() || self.cbam.is_some() || !self.drop_path.is_identity(&h) {
+            return f.sum(self.branch(h), shortcut);
+        }
+        conv_bn_sum_forward(self.conv, self.bn, h, shortcut, f == Activation::Relu)
+    }
 }

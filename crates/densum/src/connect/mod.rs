@@ -108,6 +108,25 @@ pub trait Rule {
         f: Activation,
     ) -> Tensor<4>;
 
+    /// Runs block 0 on the stage input `x`: `Y_0` and the history, by
+    /// [`first`](Self::first) unless the rule evaluates its own definition faster.
+    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Self::History) {
+        self.first(block.forward(x), block.activation())
+    }
+
+    /// Runs block `l >= 1`: `Y_l` from the previous output, by [`branch`](Self::branch) and
+    /// [`aggregate`](Self::aggregate) unless the rule evaluates its own definition faster.
+    fn next_block(
+        &self,
+        l: usize,
+        block: &Block,
+        prev: Tensor<4>,
+        history: &mut Self::History,
+    ) -> Tensor<4> {
+        let branch = self.branch(block, &prev, history);
+        self.aggregate(l, branch, prev, history, block.activation())
+    }
+
     /// The stage's output from the last block's output.
     fn output(&self, last: Tensor<4>, _history: Self::History) -> Tensor<4> {
         last

@@ -5,14 +5,26 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::Rule;
-use crate::block::{Activation, BlockOut};
+use crate::block::{Activation, Block, BlockOut};
 
 /// ResNet (He et al. 2016): `Y_l = f(X_l + Y_{l-1})`.
+///
+/// [`first`](Rule::first) and [`aggregate`](Rule::aggregate) state the rule; the stage runs
+/// it through [`Block::forward_summed`], which computes the same sum with the block's
+/// shortcut (the identity `Y_{l-1}` for l >= 1) fused into the block's last layer.
 #[derive(Module, Debug, Default)]
 pub struct Residual;
 
 impl Rule for Residual {
     type History = ();
+
+    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, ()) {
+        (block.forward_summed(x), ())
+    }
+
+    fn next_block(&self, _l: usize, block: &Block, prev: Tensor<4>, _: &mut ()) -> Tensor<4> {
+        block.forward_summed(prev)
+    }
 
     fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, ()) {
         (f.sum(out.branch, out.shortcut), ())

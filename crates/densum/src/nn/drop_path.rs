@@ -22,9 +22,15 @@ impl DropPath {
         }
     }
 
+    /// Whether [`forward`](Self::forward) returns a tensor on `x`'s device unchanged (no
+    /// drop probability, evaluation mode, or no gradients).
+    pub fn is_identity(&self, x: &Tensor<4>) -> bool {
+        self.prob <= 0.0 || !self.training.is_enabled() || !x.device().is_autodiff()
+    }
+
     /// Applies it to a branch output.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.prob <= 0.0 || !self.training.is_enabled() || !x.device().is_autodiff() {
+        if self.is_identity(&x) {
             return x;
         }
         let keep = 1.0 - self.prob;

@@ -15,7 +15,8 @@ pub use drop_path::DropPath;
 pub use fast::conv::{conv_forward, conv2d_fast};
 pub use fast::eltwise::add_relu;
 pub use fast::norm::{
-    batch_norm_forward, batch_norm_forward_with, conv_bn_forward, group_norm_forward,
+    batch_norm_forward, batch_norm_forward_with, batch_norm_sum_forward, conv_bn_forward,
+    conv_bn_sum_forward, group_norm_forward,
 };
 pub use fast::pool::{avg_pool_forward, max_pool_forward};
 pub use norm::{FreeBatchNorm, FreeNorm, NormKind, ShortcutNorm, apply_free_norm, gn_groups};

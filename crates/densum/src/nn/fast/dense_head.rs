@@ -186,7 +186,7 @@ fn inference_kernel(
             if let Some(f) = after {
                 // SAFETY: the GEMM above wrote all of dst.
                 f.epilogue()
-                    .apply(unsafe { assume_init_mut(dst) }, s.max(1));
+                    .apply(unsafe { assume_init_mut(dst) }, s.max(1), ni * o * s);
             }
         });
     // SAFETY: every image's output was written by its GEMM.
@@ -219,6 +219,7 @@ impl Folded {
         Epilogue {
             scale: &self.scale,
             shift: &self.shift,
+            residual: None,
             relu: true,
         }
     }

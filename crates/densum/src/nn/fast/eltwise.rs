@@ -48,6 +48,12 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     unsafe { assume_init(out) }
 }
 
+/// The output gradient of a ReLU whose output is `out`: `grad` where `out > 0`, zero elsewhere.
+pub(crate) fn relu_grad(out: &[f32], grad: &[f32]) -> Vec<f32> {
+    probe::hit(Kernel::AddReluBackward);
+    zip_map(out, grad, |o, g| if o > 0.0 { g } else { 0.0 })
+}
+
 impl FastEltwiseBackend for Flex {
     fn add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
         if a.dtype() != DType::F32 || b.dtype() != DType::F32 || a.shape() != b.shape() {
@@ -74,10 +80,7 @@ impl Backward<Flex, 2> for AddReluBackward {
         let grad = grads.consume::<Flex>(&ops.node);
         let out = ops.state;
         let shape = out.shape().to_vec();
-        // The output gradient where the output is positive, zero elsewhere.
-        probe::hit(Kernel::AddReluBackward);
-        let mask = |o: f32, g: f32| if o > 0.0 { g } else { 0.0 };
-        let g = flex(zip_map(&values(&out), &values(&grad), mask), shape);
+        let g = flex(relu_grad(&values(&out), &values(&grad)), shape);
         if let Some(node) = node_a {
             grads.register::<Flex>(node.id, g.clone());
         }

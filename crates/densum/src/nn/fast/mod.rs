@@ -7,7 +7,7 @@
 //! elementwise passes; docs/results/speed.md has what each operation here gained.
 //!
 //! - operations: [`conv`] (convolution forward, gradients, folded batch norm), [`norm`] (batch
-//!   norm with its ReLU, parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average and window max pooling),
+//!   norm with its ReLU, or with a block's residual sum and ReLU; parameter-free group norm), [`eltwise`] (residual sum + ReLU), [`pool`] (block average and window max pooling),
 //!   [`dense_sum`] (DSNet's dense shortcut), [`dense_stage`] (a DSNet stage's shortcuts on one
 //!   tape), [`sgd`] (SGD's update of a parameter in one pass), [`dense_head`] (a DenseNet layer's recomputing
 //!   bottleneck head);

@@ -13,6 +13,10 @@
 //! - backward: one reduction pass (`Σg`, `Σg·x̂`, where `g` is the output gradient masked by
 //!   `y > 0` when fused with ReLU), one elementwise pass for `dx`.
 //!
+//! A post-activation block's last batch norm also takes the block's residual sum and ReLU
+//! into its pass ([`batch_norm_sum_forward`]): `max(0, x·s + t + r)`, whose backward masks the
+//! output gradient once and hands it to both the residual and the batch norm.
+//!
 //! Parameter-free GroupNorm (DSNet's shortcut normalisation) is fused the same way: one
 //! parallel task per (image, group) block for its statistics and output, one for the backward
 //! (`x̂` is the output itself). For inference, [`conv_bn_forward`] folds a batch norm into the
@@ -26,12 +30,12 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
@@ -40,6 +44,8 @@ use burn::nn::conv::Conv2d;
 
 use super::buffer::{assume_init, uninit_buffer};
 use super::conv::{FastConvBackend, conv_forward, fast_conv_options};
+use super::eltwise::{add_relu, relu_grad};
+use super::epilogue::Epilogue;
 use super::lanes::{lane_sum, lane_sums2, relu_mask};
 use super::probe::{self, Kernel};
 use super::tensor::{flex, values};
@@ -60,6 +66,21 @@ pub trait FastNormBackend: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `max(0, γ (x − μ) / sqrt(σ² + ε) + β + residual)` (ReLU when `relu`), `stats` as in
+    /// [`batch_norm_apply`](Self::batch_norm_apply): a post-activation block's last batch
+    /// norm with the block's residual sum and ReLU, one pass over the activation instead of
+    /// three.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_apply_sum(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
         epsilon: f64,
         relu: bool,
     ) -> FloatTensor<Self>;
@@ -135,36 +156,37 @@ fn inv_std(stats: &[f32], c: usize, epsilon: f64) -> Vec<f32> {
         .collect()
 }
 
+/// `f(x·scale + shift + residual)` per channel with the batch norm's scale and shift; the
+/// residual (shaped like `x`) only for [`FastNormBackend::batch_norm_apply_sum`].
 #[allow(clippy::too_many_arguments)]
 fn apply_kernel(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
     stats: &[f32],
+    residual: Option<&[f32]>,
     epsilon: f64,
     relu: bool,
     (n, c, s): (usize, usize, usize),
 ) -> Vec<f32> {
-    probe::hit(Kernel::BatchNormApply);
+    probe::hit(match residual {
+        Some(_) => Kernel::BatchNormSum,
+        None => Kernel::BatchNormApply,
+    });
     let inv = inv_std(stats, c, epsilon);
     let scale: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
     let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats[i] * scale[i]).collect();
+    let epilogue = Epilogue {
+        scale: &scale,
+        shift: &shift,
+        residual,
+        relu,
+    };
     let mut out = uninit_buffer(n * c * s);
     out.par_chunks_mut(s.max(1))
         .zip(x.par_chunks(s.max(1)))
         .enumerate()
-        .for_each(|(plane, (o, xs))| {
-            let (a, b) = (scale[plane % c], shift[plane % c]);
-            if relu {
-                o.iter_mut()
-                    .zip(xs)
-                    .for_each(|(o, &v)| *o = MaybeUninit::new((v * a + b).max(0.0)));
-            } else {
-                o.iter_mut()
-                    .zip(xs)
-                    .for_each(|(o, &v)| *o = MaybeUninit::new(v * a + b));
-            }
-        });
+        .for_each(|(plane, (o, xs))| epilogue.apply_one(plane % c, xs, o, plane * s));
     // SAFETY: every plane of `out` was written above.
     unsafe { assume_init(out) }
 }
@@ -287,6 +309,31 @@ fn group_norm_backward_kernel(out: &[f32], inv: &[f32], dy: &[f32]) -> Vec<f32> 
     unsafe { assume_init(dx) }
 }
 
+/// [`apply_kernel`] on Flex tensors.
+fn flex_apply(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    stats: &FlexTensor,
+    residual: Option<&FlexTensor>,
+    epsilon: f64,
+    relu: bool,
+) -> FlexTensor {
+    let shape = x.shape().to_vec();
+    let residual = residual.map(values);
+    let out = apply_kernel(
+        &values(x),
+        &values(gamma),
+        &values(beta),
+        &values(stats),
+        residual.as_deref(),
+        epsilon,
+        relu,
+        ncs(&shape),
+    );
+    flex(out, shape)
+}
+
 impl FastNormBackend for Flex {
     fn batch_norm_stats(x: FlexTensor) -> FlexTensor {
         let dims = ncs(x.shape().as_slice());
@@ -301,17 +348,19 @@ impl FastNormBackend for Flex {
         epsilon: f64,
         relu: bool,
     ) -> FlexTensor {
-        let shape = x.shape().to_vec();
-        let out = apply_kernel(
-            &values(&x),
-            &values(&gamma),
-            &values(&beta),
-            &values(&stats),
-            epsilon,
-            relu,
-            ncs(&shape),
-        );
-        flex(out, shape)
+        flex_apply(&x, &gamma, &beta, &stats, None, epsilon, relu)
+    }
+
+    fn batch_norm_apply_sum(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        residual: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> FlexTensor {
+        flex_apply(&x, &gamma, &beta, &stats, Some(&residual), epsilon, relu)
     }
 
     fn group_norm_free(x: FlexTensor, groups: usize, epsilon: f64) -> FlexTensor {
@@ -332,27 +381,43 @@ type NormState = (
     bool,
 );
 
+/// The backward of the fused batch norm: `N = 3` parents (x, γ, β) for
+/// [`FastNormBackend::batch_norm_apply`], 4 (and the residual) for
+/// [`FastNormBackend::batch_norm_apply_sum`].
 #[derive(Debug)]
 struct FusedNormBackward;
 
-impl Backward<Flex, 3> for FusedNormBackward {
+impl<const N: usize> Backward<Flex, N> for FusedNormBackward {
     type State = NormState;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, gamma, stats, out, epsilon, relu) = ops.state;
         let shape = x.shape().to_vec();
         let c = shape[1];
-        let out = out.as_ref().map(values);
+        let mut parents = ops.parents.into_iter();
+        let mut parent = || parents.next().flatten();
+        let (node_x, node_gamma, node_beta) = (parent(), parent(), parent());
+        let summed = N == 4;
+        let node_residual = parent();
+        // With a residual the output gradient masked by the ReLU is the residual's gradient
+        // too, so it is computed once; without, the batch norm's backward masks as it reads.
+        let (dy, mask) = match out {
+            Some(out) if summed => (
+                flex(relu_grad(&values(&out), &values(&grad)), shape.clone()),
+                None,
+            ),
+            out => (grad, out),
+        };
+        let mask = mask.as_ref().map(values);
         let (dx, dgamma, dbeta) = backward_kernel(
             &values(&x),
             &values(&gamma),
             &values(&stats),
-            out.as_deref(),
-            &values(&grad),
+            mask.as_deref(),
+            &values(&dy),
             epsilon,
-            relu,
+            relu && !summed,
             ncs(&shape),
         );
         if let Some(node) = node_x {
@@ -363,6 +428,9 @@ impl Backward<Flex, 3> for FusedNormBackward {
         }
         if let Some(node) = node_beta {
             grads.register::<Flex>(node.id, flex(dbeta, vec![c]));
+        }
+        if let Some(node) = node_residual {
+            grads.register::<Flex>(node.id, dy);
         }
     }
 }
@@ -417,36 +485,24 @@ impl<C: CheckpointStrategy> FastNormBackend for Autodiff<Flex, C> {
         epsilon: f64,
         relu: bool,
     ) -> FloatTensor<Self> {
-        let stats = stats.into_primitive();
-        // The state holds plain tensors rather than checkpoints: recomputing the fused forward
-        // would cost as much as keeping its output, which the next layer keeps anyway.
-        match FusedNormBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, g, b) = (
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                );
-                let out =
-                    Flex::batch_norm_apply(x.clone(), g.clone(), b, stats.clone(), epsilon, relu);
-                // The output is only needed for the ReLU mask; without ReLU keeping it would
-                // hold a whole activation the generic path frees.
-                let kept = if relu { Some(out.clone()) } else { None };
-                prep.finish((x, g, stats, kept, epsilon, relu), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::batch_norm_apply(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                stats,
-                epsilon,
-                relu,
-            )),
-        }
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let parts = [x, gamma, beta].map(|t| t.into_primitive());
+        fused_norm_autodiff::<C, 3>(nodes, parts, stats, None, epsilon, relu)
+    }
+
+    fn batch_norm_apply_sum(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), gamma.node(), beta.node(), residual.node()];
+        let parts = [x, gamma, beta].map(|t| t.into_primitive());
+        let residual = Some(residual.into_primitive());
+        fused_norm_autodiff::<C, 4>(nodes, parts, stats, residual, epsilon, relu)
     }
 }
 
@@ -476,16 +532,12 @@ pub fn batch_norm_forward_with(
             y
         };
     }
-    let device = x.device();
-    let training = device.is_autodiff() && bn.training.is_enabled();
-    let stats = if training {
-        let stats = known.unwrap_or_else(|| batch_stats(&x));
-        update_running_stats(bn, &stats);
-        stats
-    } else {
-        let mean = bn.running_mean.value().to_device(&device);
-        let var = bn.running_var.value().to_device(&device);
-        Tensor::stack::<2>(vec![mean, var], 0)
+    let stats = match known {
+        Some(stats) if training(bn, &x) => {
+            update_running_stats(bn, &stats);
+            stats
+        }
+        _ => norm_stats(bn, &x),
     };
     Tensor::from_dispatch(<Dispatch as FastNormBackend>::batch_norm_apply(
         x.into_dispatch(),
@@ -495,6 +547,26 @@ pub fn batch_norm_forward_with(
         bn.epsilon,
         relu,
     ))
+}
+
+/// Whether `bn` normalises `x` with the batch's own statistics (training on an autodiff
+/// device).
+fn training(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+    x.device().is_autodiff() && bn.training.is_enabled()
+}
+
+/// The statistics `bn` normalises `x` with: the batch's in training (the running ones updated
+/// from them), the running ones otherwise.
+fn norm_stats(bn: &BatchNorm, x: &Tensor<4>) -> Tensor<2> {
+    if training(bn, x) {
+        let stats = batch_stats(x);
+        update_running_stats(bn, &stats);
+        return stats;
+    }
+    let device = x.device();
+    let mean = bn.running_mean.value().to_device(&device);
+    let var = bn.running_var.value().to_device(&device);
+    Tensor::stack::<2>(vec![mean, var], 0)
 }
 
 /// Per-channel `[mean; biased variance]` `[2, C]` of `x` (detached), on Flex.
@@ -546,27 +618,137 @@ pub fn group_norm_forward(gn: &burn::nn::GroupNorm, x: Tensor<4>) -> Tensor<4> {
 /// device, even in eval mode, e.g. for Grad-CAM), it is [`conv_forward`] then
 /// [`batch_norm_forward`].
 pub fn conv_bn_forward(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
-    let options = fast_conv_options(conv);
-    match options {
-        Some(options)
-            if applies(Op::Norm, &x)
-                && chosen(Op::Conv, &x.device())
-                && !x.device().is_autodiff() =>
-        {
-            let device = x.device();
-            let var = bn.running_var.value().to_device(&device);
-            let mean = bn.running_mean.value().to_device(&device);
-            let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
-            let shift = bn.beta.val() - mean * scale.clone();
-            Tensor::from_dispatch(<Dispatch as FastConvBackend>::fast_conv2d_affine(
-                x.into_dispatch(),
-                conv.weight.val().into_dispatch(),
-                scale.into_dispatch(),
-                shift.into_dispatch(),
-                options,
-                relu,
-            ))
+    conv_bn_then(conv, bn, x, None, relu)
+}
+
+/// `f(bn(conv(x)) + residual)` (f = ReLU when `relu`): a post-activation block's last
+/// convolution and batch norm with the block's residual sum.
+///
+/// On Flex the sum (and ReLU) join the batch norm's pass instead of taking passes of their
+/// own: for inference in the folded convolution's epilogue ([`conv_bn_forward`]'s), in
+/// training in the batch norm's application ([`batch_norm_sum_forward`]).
+pub fn conv_bn_sum_forward(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    residual: Tensor<4>,
+    relu: bool,
+) -> Tensor<4> {
+    conv_bn_then(conv, bn, x, Some(residual), relu)
+}
+
+/// [`conv_bn_forward`], or with a residual [`conv_bn_sum_forward`].
+fn conv_bn_then(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    relu: bool,
+) -> Tensor<4> {
+    let fold = fast_conv_options(conv).filter(|_| {
+        applies(Op::Norm, &x)
+            && residual.as_ref().is_none_or(|r| applies(Op::Norm, r))
+            && chosen(Op::Conv, &x.device())
+            && !x.device().is_autodiff()
+    });
+    let Some(options) = fold else {
+        let y = conv_forward(conv, x);
+        return match residual {
+            Some(r) => batch_norm_sum_forward(bn, y, r, relu),
+            None => batch_norm_forward(bn, y, relu),
+        };
+    };
+    let (scale, shift) = folded(bn, &x.device());
+    let (x, w) = (x.into_dispatch(), conv.weight.val().into_dispatch());
+    let (scale, shift) = (scale.into_dispatch(), shift.into_dispatch());
+    Tensor::from_dispatch(match residual {
+        Some(r) => <Dispatch as FastConvBackend>::fast_conv2d_affine_sum(
+            x,
+            w,
+            scale,
+            shift,
+            r.into_dispatch(),
+            options,
+            relu,
+        ),
+        None => {
+            <Dispatch as FastConvBackend>::fast_conv2d_affine(x, w, scale, shift, options, relu)
         }
-        _ => batch_norm_forward(bn, conv_forward(conv, x), relu),
+    })
+}
+
+/// `f(bn(x) + residual)` (f = ReLU when `relu`), one operation on Flex where
+/// [`batch_norm_forward`] takes its fused path and `residual` is an f32 tensor of `x`'s
+/// shape; otherwise the batch norm, then [`add_relu`] (or `+`).
+pub fn batch_norm_sum_forward(
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    residual: Tensor<4>,
+    relu: bool,
+) -> Tensor<4> {
+    let running_with_grad = x.device().is_autodiff() && !bn.training.is_enabled();
+    if !applies(Op::Norm, &x)
+        || !applies(Op::Norm, &residual)
+        || running_with_grad
+        || x.dims() != residual.dims()
+    {
+        let y = batch_norm_forward(bn, x, false);
+        return if relu {
+            add_relu(y, residual)
+        } else {
+            y + residual
+        };
+    }
+    let stats = norm_stats(bn, &x);
+    Tensor::from_dispatch(<Dispatch as FastNormBackend>::batch_norm_apply_sum(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        stats.into_dispatch(),
+        residual.into_dispatch(),
+        bn.epsilon,
+        relu,
+    ))
+}
+
+/// A frozen batch norm as the per-channel `(scale, shift)` of `x·scale + shift`.
+fn folded(bn: &BatchNorm, device: &Device) -> (Tensor<1>, Tensor<1>) {
+    let var = bn.running_var.value().to_device(device);
+    let mean = bn.running_mean.value().to_device(device);
+    let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+    let shift = bn.beta.val() - mean * scale.clone();
+    (scale, shift)
+}
+
+/// The fused batch norm on `Autodiff<Flex, C>`: `nodes` are its parents (x, γ, β, and the
+/// residual when there is one), `[x, γ, β]` its inputs.
+fn fused_norm_autodiff<C: CheckpointStrategy, const N: usize>(
+    nodes: [NodeGuard; N],
+    [x, gamma, beta]: [FlexTensor; 3],
+    stats: FloatTensor<Autodiff<Flex, C>>,
+    residual: Option<FlexTensor>,
+    epsilon: f64,
+    relu: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let stats = stats.into_primitive();
+    let apply = |x, gamma, stats| {
+        let (x, gamma, beta) = (&x, &gamma, &beta);
+        flex_apply(x, gamma, beta, stats, residual.as_ref(), epsilon, relu)
+    };
+    // The state holds plain tensors rather than checkpoints: recomputing the fused forward
+    // would cost as much as keeping its output, which the next layer keeps anyway.
+    match FusedNormBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = apply(x.clone(), gamma.clone(), &stats);
+            // The output is only needed for the ReLU mask; without ReLU keeping it would hold
+            // a whole activation the generic path frees.
+            let kept = if relu { Some(out.clone()) } else { None };
+            prep.finish((x, gamma, stats, kept, epsilon, relu), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(apply(x, gamma, &stats)),
     }
 }

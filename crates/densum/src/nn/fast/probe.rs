@@ -54,6 +54,8 @@ pub enum Kernel {
     BatchNormStats,
     /// Batch norm (+ ReLU) forward.
     BatchNormApply,
+    /// Batch norm, residual sum (+ ReLU) forward: a post-activation block's end.
+    BatchNormSum,
     /// Batch norm (+ ReLU) backward.
     BatchNormBackward,
     /// Parameter-free group norm forward.
@@ -62,7 +64,8 @@ pub enum Kernel {
     GroupNormBackward,
     /// Residual sum + ReLU forward.
     AddRelu,
-    /// Residual sum + ReLU backward.
+    /// Residual sum + ReLU backward (the ReLU's mask, also in the backward of
+    /// [`BatchNormSum`](Self::BatchNormSum)).
     AddReluBackward,
     /// Dense-shortcut statistics of one earlier output.
     DenseSumStats,
@@ -90,7 +93,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 31] = [
+    pub const ALL: [Kernel; 32] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
@@ -106,6 +109,7 @@ impl Kernel {
         Kernel::ConvGeneric,
         Kernel::BatchNormStats,
         Kernel::BatchNormApply,
+        Kernel::BatchNormSum,
         Kernel::BatchNormBackward,
         Kernel::GroupNorm,
         Kernel::GroupNormBackward,

@@ -97,7 +97,8 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
     let mut y = uninit_buffer(g.n * img_out);
     y.par_chunks_mut((group * img_out).max(1))
         .zip(x.par_chunks((group * img_in).max(1)))
-        .for_each(|(y_g, x_g)| {
+        .enumerate()
+        .for_each(|(gi, (y_g, x_g))| {
             let m = x_g.len() / img_in.max(1);
             with_scratch(m * (padded_len + p * o), |buf| {
                 let (padded, out) = buf.split_at_mut(m * padded_len);
@@ -129,11 +130,12 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
                 // out is [m·P, O]; each image's output is [O, P].
                 for (i, y_n) in y_g.chunks_exact_mut(img_out).enumerate() {
                     let out_n = &out[i * p * o..][..p * o];
+                    let at = (gi * group + i) * img_out;
                     for (oc, dst) in y_n.chunks_exact_mut(p).enumerate() {
                         for (q, d) in dst.iter_mut().enumerate() {
                             let v = out_n[q * o + oc];
                             d.write(match epilogue {
-                                Some(e) => e.value(oc, v),
+                                Some(e) => e.value(oc, v, at + oc * p + q),
                                 None => v,
                             });
                         }

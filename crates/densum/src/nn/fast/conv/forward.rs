@@ -44,7 +44,8 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
     let mut y = uninit_buffer(g.n * img_out);
     y.par_chunks_mut(img_out.max(1))
         .zip(x.par_chunks(img_in.max(1)))
-        .for_each(|(y_n, x_n)| {
+        .enumerate()
+        .for_each(|(n, (y_n, x_n))| {
             with_scratch(g.column_scratch(), |col| {
                 g.columns(x_n, col, |q0, len, cols| {
                     let y_band = &mut y_n[q0..];
@@ -62,7 +63,7 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
             });
             if let Some(e) = epilogue {
                 // SAFETY: the GEMM above wrote all of y_n.
-                e.apply(unsafe { assume_init_mut(y_n) }, p);
+                e.apply(unsafe { assume_init_mut(y_n) }, p, n * img_out);
             }
         });
     // SAFETY: every image's output was written by its GEMM.

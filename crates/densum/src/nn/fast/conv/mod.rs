@@ -91,7 +91,26 @@ pub trait FastConvBackend: Backend {
         options: ConvOptions<2>,
         relu: bool,
     ) -> FloatTensor<Self> {
-        affine_generic::<Self>(Self::conv2d(x, weight, None, options), scale, shift, relu)
+        let y = Self::conv2d(x, weight, None, options);
+        affine_generic::<Self>(y, scale, shift, None, relu)
+    }
+
+    /// [`fast_conv2d_affine`](Self::fast_conv2d_affine) with a residual (shaped like the
+    /// output) added before the ReLU: `max(0, conv(x, w)·scale[o] + shift[o] + residual)`, a
+    /// post-activation block's last layer with the block's sum. On Flex the sum joins the
+    /// epilogue, so it costs no pass of its own.
+    #[allow(clippy::too_many_arguments)]
+    fn fast_conv2d_affine_sum(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let y = Self::conv2d(x, weight, None, options);
+        affine_generic::<Self>(y, scale, shift, Some(residual), relu)
     }
 
     /// Gradient of the convolution with respect to its input.
@@ -115,16 +134,22 @@ pub trait FastConvBackend: Backend {
     }
 }
 
-/// `max(0, y·scale[o] + shift[o])` (ReLU when `relu`) out of generic backend operations.
+/// `max(0, y·scale[o] + shift[o] + residual)` (ReLU when `relu`) out of generic backend
+/// operations.
 fn affine_generic<B: Backend>(
     y: FloatTensor<B>,
     scale: FloatTensor<B>,
     shift: FloatTensor<B>,
+    residual: Option<FloatTensor<B>>,
     relu: bool,
 ) -> FloatTensor<B> {
     let o = scale.shape().num_elements();
     let per_channel = |t: FloatTensor<B>| B::float_reshape(t, [1, o, 1, 1].into());
     let y = B::float_add(B::float_mul(y, per_channel(scale)), per_channel(shift));
+    let y = match residual {
+        Some(r) => B::float_add(y, r),
+        None => y,
+    };
     if relu { B::relu(y) } else { y }
 }
 
@@ -142,6 +167,47 @@ fn geometry(
         probe::hit(Kernel::ConvGeneric);
     }
     g
+}
+
+/// The Flex side of [`FastConvBackend::fast_conv2d_affine`] and
+/// [`FastConvBackend::fast_conv2d_affine_sum`].
+#[allow(clippy::too_many_arguments)]
+fn affine_flex(
+    x: FlexTensor,
+    weight: FlexTensor,
+    scale: FlexTensor,
+    shift: FlexTensor,
+    residual: Option<FlexTensor>,
+    options: ConvOptions<2>,
+    relu: bool,
+) -> FlexTensor {
+    let affine_f32 = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
+    let residual_fits = |g: &Geom| {
+        residual.as_ref().is_none_or(|r| {
+            r.dtype() == DType::F32 && r.shape().as_slice() == [g.n, g.o, g.oh, g.ow]
+        })
+    };
+    match geometry(&x, &weight, &options, affine_f32).filter(residual_fits) {
+        Some(g) => {
+            probe::hit(Kernel::ConvAffine);
+            let (scale, shift) = (values(&scale), values(&shift));
+            let residual = residual.as_ref().map(values);
+            let epilogue = Epilogue {
+                scale: &scale,
+                shift: &shift,
+                residual: residual.as_deref(),
+                relu,
+            };
+            let y = profile::timed(&g, Pass::Inference, || {
+                forward(&g, &values(&x), &values(&weight), Some(epilogue))
+            });
+            flex(y, vec![g.n, g.o, g.oh, g.ow])
+        }
+        None => {
+            let y = Flex::conv2d(x, weight, None, options);
+            affine_generic::<Flex>(y, scale, shift, residual, relu)
+        }
+    }
 }
 
 impl FastConvBackend for Flex {
@@ -165,25 +231,19 @@ impl FastConvBackend for Flex {
         options: ConvOptions<2>,
         relu: bool,
     ) -> FlexTensor {
-        let affine_f32 = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
-        match geometry(&x, &weight, &options, affine_f32) {
-            Some(g) => {
-                probe::hit(Kernel::ConvAffine);
-                let (scale, shift) = (values(&scale), values(&shift));
-                let epilogue = Epilogue {
-                    scale: &scale,
-                    shift: &shift,
-                    relu,
-                };
-                let y = profile::timed(&g, Pass::Inference, || {
-                    forward(&g, &values(&x), &values(&weight), Some(epilogue))
-                });
-                flex(y, vec![g.n, g.o, g.oh, g.ow])
-            }
-            None => {
-                affine_generic::<Flex>(Flex::conv2d(x, weight, None, options), scale, shift, relu)
-            }
-        }
+        affine_flex(x, weight, scale, shift, None, options, relu)
+    }
+
+    fn fast_conv2d_affine_sum(
+        x: FlexTensor,
+        weight: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        residual: FlexTensor,
+        options: ConvOptions<2>,
+        relu: bool,
+    ) -> FlexTensor {
+        affine_flex(x, weight, scale, shift, Some(residual), options, relu)
     }
 
     fn conv2d_x_grad(

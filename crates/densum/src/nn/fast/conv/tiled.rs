@@ -122,14 +122,16 @@ impl Shifted {
         rows
     }
 
-    /// Writes a padded-width output plane `[O, OH·Wp]` into all of `[O, OH·OW]`, dropping the
-    /// extra columns and applying the epilogue on the way.
+    /// Writes a padded-width output plane `[O, OH·Wp]` into all of `[O, OH·OW]` (at offset
+    /// `at` of the whole output), dropping the extra columns and applying the epilogue on the
+    /// way.
     fn compact(
         &self,
         g: &Geom,
         wide: &[f32],
         y: &mut [MaybeUninit<f32>],
         epilogue: Option<Epilogue>,
+        at: usize,
     ) {
         let q = self.q(g);
         for (o, (dst, src)) in y
@@ -137,10 +139,14 @@ impl Shifted {
             .zip(wide.chunks_exact(q))
             .enumerate()
         {
-            for (d, s) in dst.chunks_exact_mut(g.ow).zip(src.chunks_exact(self.wp)) {
+            for (row, (d, s)) in dst
+                .chunks_exact_mut(g.ow)
+                .zip(src.chunks_exact(self.wp))
+                .enumerate()
+            {
                 let s = &s[..g.ow];
                 match epilogue {
-                    Some(e) => e.apply_one(o, s, d),
+                    Some(e) => e.apply_one(o, s, d, at + o * g.p() + row * g.ow),
                     None => d.iter_mut().zip(s).for_each(|(d, &v)| {
                         d.write(v);
                     }),
@@ -176,7 +182,8 @@ pub(super) fn forward_tiled(
     };
     y.par_chunks_mut(img_out.max(1))
         .zip(x.par_chunks(img_in.max(1)))
-        .for_each(|(y_n, x_n)| match how {
+        .enumerate()
+        .for_each(|(n, (y_n, x_n))| match how {
             Tiled::Pointwise => {
                 with_scratch(k * band, |buf| {
                     for p0 in (0..p).step_by(band) {
@@ -189,7 +196,7 @@ pub(super) fn forward_tiled(
                 });
                 if let Some(e) = epilogue {
                     // SAFETY: the product above wrote all of y_n.
-                    e.apply(unsafe { assume_init_mut(y_n) }, p);
+                    e.apply(unsafe { assume_init_mut(y_n) }, p, n * img_out);
                 }
             }
             Tiled::Shifted(sh) => {
@@ -198,7 +205,7 @@ pub(super) fn forward_tiled(
                     let (padded, wide) = buf.split_at_mut(len);
                     sh.pad(g, x_n, padded);
                     product(a, padded, &rows, q, as_uninit(wide), q, false);
-                    sh.compact(g, wide, y_n, epilogue);
+                    sh.compact(g, wide, y_n, epilogue, n * img_out);
                 });
             }
         });

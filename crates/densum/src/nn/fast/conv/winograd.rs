@@ -260,7 +260,9 @@ unsafe fn transform_output(
     let len = rows.len() * ne;
     let (s, rest) = tmp.split_at_mut(4 * len);
     let (y0, rest) = rest.split_at_mut(len);
-    let y1 = &mut rest[..len];
+    let (y1, rest) = rest.split_at_mut(len);
+    // One output row, interleaved, for the epilogue (at least 4·(TW + 1) values are left).
+    let line = &mut rest[..g.w];
     for o in 0..g.o {
         let mm = |xi: usize| &m[(xi * g.o + o) * tb..][..len];
         for a in 0..2 {
@@ -295,27 +297,34 @@ unsafe fn transform_output(
                 *y0 = p + q + r;
                 *y1 = q - r - w;
             }
-            if let Some(e) = epilogue {
-                for v in y0.iter_mut().chain(y1.iter_mut()) {
-                    *v = e.value(o, *v);
-                }
-            }
             for (local, r) in rows.clone().enumerate() {
                 let (n, ty) = (r / th, r % th);
                 let oy = 2 * ty + a;
                 if oy >= g.h {
                     continue;
                 }
+                let at = ((n * g.o + o) * g.h + oy) * g.w;
                 // SAFETY: row (n, o, oy) lies inside the output, and only this chunk writes it
                 // (the caller's contract).
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut(out.0.add(((n * g.o + o) * g.h + oy) * g.w), g.w)
-                };
+                let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), g.w) };
                 let (p, q) = (&y0[local * ne..][..tw], &y1[local * ne..][..tw]);
-                for (pair, (&p, &q)) in row.chunks_mut(2).zip(p.iter().zip(q)) {
-                    pair[0].write(p);
-                    if let Some(second) = pair.get_mut(1) {
-                        second.write(q);
+                match epilogue {
+                    Some(e) => {
+                        for (pair, (&p, &q)) in line.chunks_mut(2).zip(p.iter().zip(q)) {
+                            pair[0] = p;
+                            if let Some(second) = pair.get_mut(1) {
+                                *second = q;
+                            }
+                        }
+                        e.apply_one(o, line, row, at);
+                    }
+                    None => {
+                        for (pair, (&p, &q)) in row.chunks_mut(2).zip(p.iter().zip(q)) {
+                            pair[0].write(p);
+                            if let Some(second) = pair.get_mut(1) {
+                                second.write(q);
+                            }
+                        }
                     }
                 }
             }
