@@ -55,6 +55,12 @@ impl Rule for DenseIdentity {
         (y.clone(), y)
     }
 
+    /// [`first`](Rule::first) with the sum fused into the block ([`Block::forward_summed`]).
+    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let y = block.forward_summed(x);
+        (y.clone(), y)
+    }
+
     fn aggregate(
         &self,
         _l: usize,
