@@ -128,6 +128,7 @@ fn folded_convolution_with_residual_matches_composed() {
     // (in, out, kernel, stride, input side)
     for (c, o, k, stride, side) in [
         (8, 12, 1, 1, 9),
+        (8, 64, 1, 1, 40),
         (5, 7, 1, 2, 9),
         (3, 5, 7, 2, 16),
         (40, 12, 1, 1, 16),
