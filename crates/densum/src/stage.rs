@@ -101,7 +101,7 @@ impl Stage {
 /// The stage loop: block 0, then each later block's branch and aggregation by `rule`, then
 /// the stage's output.
 pub fn run<R: Rule>(rule: &R, blocks: &[Block], x: Tensor<4>) -> Tensor<4> {
-    let (mut y, mut history) = rule.first_block(&blocks[0], x);
+    let (mut y, mut history) = rule.first(&blocks[0], x);
     for (l, block) in blocks.iter().enumerate().skip(1) {
         y = rule.next_block(l, block, y, &mut history);
     }

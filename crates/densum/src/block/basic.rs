@@ -52,7 +52,7 @@ impl BasicBlock {
 
     /// Branch and shortcut.
     pub fn forward(&self, x: Tensor<4>) -> BlockOut {
-        let shortcut = self.shortcut(x.clone());
+        let shortcut = Projection::or_identity(&self.downsample, x.clone());
         let h = conv_bn_forward(&self.conv1, &self.bn1, x, true);
         BlockOut {
             branch: self.last().branch(h),
@@ -63,7 +63,7 @@ impl BasicBlock {
     /// `f(branch + shortcut)`, the sum fused into conv2 + bn2 where it can be (see
     /// [`Block::forward_summed`](super::Block::forward_summed)).
     pub fn forward_summed(&self, x: Tensor<4>, f: Activation) -> Tensor<4> {
-        let shortcut = self.shortcut(x.clone());
+        let shortcut = Projection::or_identity(&self.downsample, x.clone());
         let h = conv_bn_forward(&self.conv1, &self.bn1, x, true);
         self.last().summed(h, shortcut, f)
     }
@@ -76,14 +76,6 @@ impl BasicBlock {
             se: &self.se,
             cbam: &self.cbam,
             drop_path: &self.drop_path,
-        }
-    }
-
-    /// The identity, or the projection when the shape changes.
-    fn shortcut(&self, x: Tensor<4>) -> Tensor<4> {
-        match &self.downsample {
-            Some(p) => p.forward(x),
-            None => x,
         }
     }
 

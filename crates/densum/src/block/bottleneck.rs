@@ -85,7 +85,7 @@ impl Bottleneck {
 
     /// Branch and shortcut.
     pub fn forward(&self, x: Tensor<4>) -> BlockOut {
-        let shortcut = self.shortcut(x.clone());
+        let shortcut = Projection::or_identity(&self.downsample, x.clone());
         BlockOut {
             branch: self.last().branch(self.to_last(x)),
             shortcut,
@@ -95,7 +95,7 @@ impl Bottleneck {
     /// `f(branch + shortcut)`, the sum fused into conv3 + bn3 where it can be (see
     /// [`Block::forward_summed`](super::Block::forward_summed)).
     pub fn forward_summed(&self, x: Tensor<4>, f: Activation) -> Tensor<4> {
-        let shortcut = self.shortcut(x.clone());
+        let shortcut = Projection::or_identity(&self.downsample, x.clone());
         self.last().summed(self.to_last(x), shortcut, f)
     }
 
@@ -107,14 +107,6 @@ impl Bottleneck {
             se: &self.se,
             cbam: &self.cbam,
             drop_path: &self.drop_path,
-        }
-    }
-
-    /// The identity, or the projection when the shape changes.
-    fn shortcut(&self, x: Tensor<4>) -> Tensor<4> {
-        match &self.downsample {
-            Some(p) => p.forward(x),
-            None => x,
         }
     }
 

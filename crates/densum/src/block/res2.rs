@@ -152,10 +152,7 @@ impl Res2Bottleneck {
 
     /// Branch and shortcut.
     pub fn forward(&self, x: Tensor<4>) -> BlockOut {
-        let shortcut = match &self.downsample {
-            Some(p) => p.forward(x.clone()),
-            None => x.clone(),
-        };
+        let shortcut = Projection::or_identity(&self.downsample, x.clone());
         let a = relu(self.bn1.forward(conv_forward(&self.conv1, x)));
         let h = self
             .bn3

@@ -12,7 +12,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::Rule;
-use crate::block::{Activation, Block, BlockOut, PartStats};
+use crate::block::{Activation, Block, PartStats};
 
 /// A dense stage's history: its parts and their batch statistics (computed once per part
 /// when a layer first normalises it in training, shared by every later layer).
@@ -45,7 +45,8 @@ impl Concat {
 impl Rule for Concat {
     type History = Parts;
 
-    fn first(&self, out: BlockOut, _f: Activation) -> (Tensor<4>, Parts) {
+    fn first(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Parts) {
+        let out = block.forward(x);
         // Y_0 stays unconcatenated: later blocks read the parts, the stage its output.
         let parts = vec![out.shortcut, out.branch.clone()];
         (

@@ -15,7 +15,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
 use super::{Rule, lazy_param};
-use crate::block::{Activation, BlockOut};
+use crate::block::{Activation, Block};
 
 /// One combination `sum_i W[i] ⊙ H_i + b`.
 #[derive(Module, Debug)]
@@ -79,7 +79,8 @@ impl Deluge {
 impl Rule for Deluge {
     type History = Vec<Tensor<4>>;
 
-    fn first(&self, out: BlockOut, _f: Activation) -> (Tensor<4>, Vec<Tensor<4>>) {
+    fn first(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Vec<Tensor<4>>) {
+        let out = block.forward(x);
         let history = vec![out.shortcut, out.branch];
         (self.deluge[0].forward(&history), history)
     }

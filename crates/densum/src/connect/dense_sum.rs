@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{Rule, lazy_param};
-use crate::block::{Activation, Block, BlockOut};
+use crate::block::{Activation, Block};
 use crate::nn::fast::dense_stage::{StageTape, stage_sum};
 use crate::nn::fast::dense_sum::{dense_sum, dense_sum_stats};
 use crate::nn::fast::{Op, applies};
@@ -264,19 +264,6 @@ impl DenseSum {
         });
     }
 
-    /// `Y_0` and the history it starts: the stage's tape, or `Y_0` recorded (both variants
-    /// read `Y_0` itself for block 0).
-    fn begin(&self, y: Tensor<4>) -> (Tensor<4>, DsHistory) {
-        let mut history = DsHistory {
-            tape: self.stage_tape(&y),
-            ..Default::default()
-        };
-        if history.tape.is_none() {
-            self.record(0, &y, &y, &mut history);
-        }
-        (y, history)
-    }
-
     /// `f(X_l + sum_{i<l} W_{l,i} ⊙ N(.)_i)`: on Flex, variant b on the stage's tape
     /// (`nn/fast/dense_stage.rs`), variant a one fused operation (`nn/fast/dense_sum.rs`);
     /// Burn's composed operations otherwise.
@@ -346,14 +333,17 @@ impl DenseSum {
 impl Rule for DenseSum {
     type History = DsHistory;
 
-    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, DsHistory) {
-        self.begin(f.sum(out.branch, out.shortcut))
-    }
-
-    /// [`first`](Rule::first) with the sum fused into the block ([`Block::forward_summed`]):
-    /// block 0's branch is not needed apart from `Y_0` (both variants read `Y_0`).
-    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, DsHistory) {
-        self.begin(block.forward_summed(x))
+    /// Block 0's branch is not needed apart from `Y_0` (both variants read `Y_0`).
+    fn first(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, DsHistory) {
+        let y = block.forward_summed(x);
+        let mut history = DsHistory {
+            tape: self.stage_tape(&y),
+            ..Default::default()
+        };
+        if history.tape.is_none() {
+            self.record(0, &y, &y, &mut history);
+        }
+        (y, history)
     }
 
     fn aggregate(

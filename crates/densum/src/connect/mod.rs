@@ -33,7 +33,7 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::block::{Activation, Block, BlockOut};
+use crate::block::{Activation, Block};
 
 pub use concat::Concat;
 pub use deluge::{CrossLayer, Deluge};
@@ -88,9 +88,10 @@ pub trait Rule {
     /// What the rule remembers of the stage's earlier outputs while the stage runs.
     type History;
 
-    /// `Y_0` and the history after block 0, from its branch and shortcut; `f` is the block's
-    /// output activation.
-    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, Self::History);
+    /// Runs block 0 on the stage input `x`: `Y_0` and the history after it. Rules whose
+    /// `Y_0` is `f(X_0 + P(x))` take it from [`Block::forward_summed`] (the sum fused into the
+    /// block's last layer), the others the branch and shortcut from [`Block::forward`].
+    fn first(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Self::History);
 
     /// The branch `X_l` of block `l >= 1`, which reads the previous output `prev` unless the
     /// rule says otherwise.
@@ -107,12 +108,6 @@ pub trait Rule {
         history: &mut Self::History,
         f: Activation,
     ) -> Tensor<4>;
-
-    /// Runs block 0 on the stage input `x`: `Y_0` and the history, by
-    /// [`first`](Self::first) unless the rule evaluates its own definition faster.
-    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Self::History) {
-        self.first(block.forward(x), block.activation())
-    }
 
     /// Runs block `l >= 1`: `Y_l` from the previous output, by [`branch`](Self::branch) and
     /// [`aggregate`](Self::aggregate) unless the rule evaluates its own definition faster.

@@ -5,29 +5,25 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::Rule;
-use crate::block::{Activation, Block, BlockOut};
+use crate::block::{Activation, Block};
 
 /// ResNet (He et al. 2016): `Y_l = f(X_l + Y_{l-1})`.
 ///
-/// [`first`](Rule::first) and [`aggregate`](Rule::aggregate) state the rule; the stage runs
-/// it through [`Block::forward_summed`], which computes the same sum with the block's
-/// shortcut (the identity `Y_{l-1}` for l >= 1) fused into the block's last layer.
+/// Every block runs through [`Block::forward_summed`]: the block's shortcut is the identity
+/// `Y_{l-1}` for l >= 1, so the sum fuses into the block's last layer ([`aggregate`](Rule::aggregate)
+/// states the same rule for a branch computed apart).
 #[derive(Module, Debug, Default)]
 pub struct Residual;
 
 impl Rule for Residual {
     type History = ();
 
-    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, ()) {
-        (block.forward_summed(x), ())
-    }
-
     fn next_block(&self, _l: usize, block: &Block, prev: Tensor<4>, _: &mut ()) -> Tensor<4> {
         block.forward_summed(prev)
     }
 
-    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, ()) {
-        (f.sum(out.branch, out.shortcut), ())
+    fn first(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, ()) {
+        (block.forward_summed(x), ())
     }
 
     fn aggregate(
@@ -50,13 +46,7 @@ pub struct DenseIdentity;
 impl Rule for DenseIdentity {
     type History = Tensor<4>;
 
-    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, Tensor<4>) {
-        let y = f.sum(out.branch, out.shortcut);
-        (y.clone(), y)
-    }
-
-    /// [`first`](Rule::first) with the sum fused into the block ([`Block::forward_summed`]).
-    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    fn first(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let y = block.forward_summed(x);
         (y.clone(), y)
     }

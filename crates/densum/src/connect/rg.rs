@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::Rule;
-use crate::block::{Activation, Block, BlockOut};
+use crate::block::{Activation, Block};
 use crate::nn::{ShortcutNorm, relu};
 
 /// Which RG design a stage uses for its non-first blocks.
@@ -107,12 +107,7 @@ impl RgShortcuts {
 impl Rule for RgShortcuts {
     type History = ();
 
-    fn first(&self, out: BlockOut, f: Activation) -> (Tensor<4>, ()) {
-        (f.sum(out.branch, out.shortcut), ())
-    }
-
-    /// [`first`](Rule::first) with the sum fused into the block ([`Block::forward_summed`]).
-    fn first_block(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, ()) {
+    fn first(&self, block: &Block, x: Tensor<4>) -> (Tensor<4>, ()) {
         (block.forward_summed(x), ())
     }
 

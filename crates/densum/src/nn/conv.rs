@@ -71,6 +71,15 @@ impl Projection {
         }
     }
 
+    /// A post-activation block's shortcut: `p` applied to `x` when the block has a
+    /// projection, `x` itself otherwise.
+    pub fn or_identity(p: &Option<Projection>, x: Tensor<4>) -> Tensor<4> {
+        match p {
+            Some(p) => p.forward(x),
+            None => x,
+        }
+    }
+
     /// Applies the projection.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.bn {
