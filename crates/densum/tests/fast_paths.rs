@@ -58,7 +58,7 @@ fn forward_kernel(tiled: bool, k: usize) -> Kernel {
 /// least 32 outputs and at most 256 Ki weights read the input in place (`conv/direct.rs`)
 /// where the tile kernel runs.
 fn weight_grad_kernel(k: usize, c: usize, o: usize) -> Kernel {
-    if tile_expected() && k == 3 && o >= 32 && c * 9 * o <= 256 * 1024 {
+    if tile_expected() && k == 3 && o >= 32 && c * 9 * o <= 1 << 20 {
         Kernel::ConvWeightGradDirect
     } else {
         Kernel::ConvWeightGrad
@@ -226,33 +226,44 @@ fn tiled_convolutions_match_generic() {
 }
 
 /// Whether stride-1 3x3 convolutions with enough channels should run through Winograd's
-/// F(2x2, 3x3): the tile kernel runs and `DENSUM_WINOGRAD=0` is not set.
+/// F(2x2, 3x3) or F(4x4, 3x3): the tile kernel runs and `DENSUM_WINOGRAD=0` is not set.
 fn winograd_expected() -> bool {
     tile_expected() && std::env::var("DENSUM_WINOGRAD").map_or(true, |v| v != "0")
 }
 
 /// Stride-1 3x3 convolutions with padding 1, at least 32 channels each way and planes at least
-/// 14 wide run through Winograd's F(2x2, 3x3) (`nn/fast/conv/winograd.rs`), forward and input
-/// gradient. Odd and non-square planes reach the cropped last tile row and column; a batch of
-/// 5 makes chunks of tile rows that span images; a one-row plane has every tile cropped.
-/// 31 channels and 13-wide planes stay on the direct kernels (and a one-row plane there
-/// exercises im2col's fully shifted-out taps).
+/// 14 wide run through Winograd's algorithm (`nn/fast/conv/winograd.rs`), forward and input
+/// gradient: F(2x2, 3x3) below 28 wide, F(4x4, 3x3) from 28. Odd and non-square planes reach
+/// the cropped last tile row and column (of both tile sizes); a batch of 5 makes chunks of tile
+/// rows that span images; a one-row plane has every tile cropped. 31 channels and 13-wide
+/// planes stay on the direct kernels (and a one-row plane there exercises im2col's fully
+/// shifted-out taps).
 #[test]
 fn winograd_convolutions_match_generic() {
     let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     for (n, c, o, hw) in [
         (2, 32, 32, [14, 14]),
-        (5, 64, 33, [15, 17]),
+        (5, 64, 33, [15, 15]),
         (2, 128, 32, [9, 14]),
         (1, 40, 32, [1, 14]),
+        (2, 32, 40, [16, 16]),
+        (2, 32, 40, [28, 28]),
+        (5, 64, 33, [15, 29]),
+        (3, 48, 32, [18, 30]),
+        (1, 40, 32, [2, 31]),
         (2, 31, 40, [14, 14]),
         (2, 64, 64, [13, 13]),
         (1, 32, 16, [1, 5]),
     ] {
         let expected = if winograd_expected() && hw[1] >= 14 && c.min(o) >= 32 {
+            let (forward, input_grad) = if hw[1] >= 28 {
+                (Kernel::ConvWinograd4, Kernel::ConvInputGradWinograd4)
+            } else {
+                (Kernel::ConvWinograd, Kernel::ConvInputGradWinograd)
+            };
             vec![
-                (Kernel::ConvWinograd, 1),
-                (Kernel::ConvInputGradWinograd, 1),
+                (forward, 1),
+                (input_grad, 1),
                 (weight_grad_kernel(3, c, o), 1),
             ]
         } else {
@@ -296,7 +307,8 @@ fn direct_convolutions_match_generic() {
         (1, 16, 64, [32, 32], true), // 16x16 outputs: the largest plane taken
         (1, 16, 64, [34, 34], false), // 17x17: gemm forward, direct weight gradient
         (2, 4, 31, [16, 16], false), // 31 outputs: gemm
-        (1, 30, 1000, [6, 6], false), // 270,000 weights (over 256 Ki): gemm
+        (1, 30, 1000, [6, 6], false), // 270,000 weights (over 256 Ki): gemm forward
+        (1, 117, 1000, [4, 4], false), // 1,053,000 weights (over 1 Mi): gemm weight gradient
     ] {
         let mut expected = conv_kernels(3, c, o, Some(GEMM));
         if direct {

@@ -120,7 +120,8 @@ fn batch_norm_sum_matches_composed() {
 
 /// Inference: the residual sum in the folded convolution's epilogue, for each forward kernel
 /// (the ones the CPU offers): `gemm` over the image (1x1) or an im2col (strided, 7x7), the
-/// tile kernel over 1x1 bands and shifted views, Winograd, and the direct small-plane kernel.
+/// tile kernel over 1x1 bands and shifted views, Winograd (2x2 and 4x4 tiles), and the direct
+/// small-plane kernel.
 #[test]
 fn folded_convolution_with_residual_matches_composed() {
     let device = Device::flex();
@@ -134,6 +135,7 @@ fn folded_convolution_with_residual_matches_composed() {
         (40, 12, 1, 1, 16),
         (4, 6, 3, 1, 16),
         (32, 32, 3, 1, 15),
+        (32, 40, 3, 1, 28),
         (64, 32, 3, 1, 8),
         (8, 32, 3, 2, 8),
     ] {

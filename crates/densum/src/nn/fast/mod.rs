@@ -31,7 +31,8 @@
 //!   path).
 //!
 //! - `DENSUM_WINOGRAD=0`, likewise a kernel choice: stride-1 3x3 convolutions keep the direct
-//!   kernels instead of Winograd's F(2x2, 3x3) ([`winograd_enabled`], `conv/winograd.rs`).
+//!   kernels instead of Winograd's F(2x2, 3x3) and F(4x4, 3x3) ([`winograd_enabled`],
+//!   `conv/winograd.rs`).
 //!
 //! The environment variables are read once per process.
 
@@ -76,7 +77,7 @@ pub fn tile_kernel_enabled() -> bool {
     *ON.get_or_init(|| tile_gemm::available() && switch_on("DENSUM_TILE_GEMM"))
 }
 
-/// Whether stride-1 3x3 convolutions may run through Winograd's F(2x2, 3x3) (on the tile
+/// Whether stride-1 3x3 convolutions may run through Winograd's algorithm (on the tile
 /// kernel, so only where [`tile_kernel_enabled`]), unless the environment sets
 /// `DENSUM_WINOGRAD=0` (see the module documentation).
 pub fn winograd_enabled() -> bool {

@@ -27,6 +27,8 @@ pub enum Kernel {
     /// Convolution forward of a stride-1 3x3 convolution (padding 1) through Winograd's
     /// F(2x2, 3x3) on the tile kernel (see `conv/winograd.rs`).
     ConvWinograd,
+    /// The same through F(4x4, 3x3), on planes at least 28 wide (see `conv/winograd/f4.rs`).
+    ConvWinograd4,
     /// Convolution forward of a strided small-plane 3x3 convolution read in place by the tile
     /// kernel, output channels across the lanes (see `conv/direct.rs`).
     ConvDirect,
@@ -42,6 +44,8 @@ pub enum Kernel {
     /// Convolution input gradient of a stride-1 3x3 convolution through Winograd's F(2x2, 3x3)
     /// (a forward of the rotated weights).
     ConvInputGradWinograd,
+    /// The same through F(4x4, 3x3).
+    ConvInputGradWinograd4,
     /// Convolution weight gradient (im2col + `gemm`, or one product over the whole batch).
     ConvWeightGrad,
     /// Convolution weight gradient of a 3x3 convolution with the input read in place by the
@@ -93,17 +97,19 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 32] = [
+    pub const ALL: [Kernel; 34] = [
         Kernel::ConvGemm,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
         Kernel::ConvWinograd,
+        Kernel::ConvWinograd4,
         Kernel::ConvDirect,
         Kernel::ConvAffine,
         Kernel::ConvInputGradGemm,
         Kernel::ConvInputGradBatch,
         Kernel::ConvInputGradTile,
         Kernel::ConvInputGradWinograd,
+        Kernel::ConvInputGradWinograd4,
         Kernel::ConvWeightGrad,
         Kernel::ConvWeightGradDirect,
         Kernel::ConvGeneric,

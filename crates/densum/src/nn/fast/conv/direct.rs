@@ -167,7 +167,7 @@ fn pad(g: &Geom, x: &[f32], out: &mut [f32], hp: usize, wp: usize) {
 }
 
 /// Whether `g`'s weight gradient runs here ([`weight_grad`]): 3x3 convolutions of any stride
-/// with the forward's bounds on outputs and weights. Inside the network (`--conv-profile`) it
+/// with the forward's bound on outputs and up to 1 Mi weights. Inside the network (`--conv-profile`) it
 /// took DenseNet-121's 128 → 32 weight gradient at 56x56 from 95.3 to 60.9 ms per step (per
 /// image the im2col + GEMM path built a 14 MB column matrix there, 1,152 x 3,136) and the six
 /// 3x3 weight gradients of ResNet-50 0.25x CIFAR that it takes from 28.9 to 22.9 ms.
@@ -176,8 +176,16 @@ pub(super) fn weight_grad_applies(g: &Geom) -> bool {
         && g.kh == 3
         && g.kw == 3
         && g.o >= MIN_OUTPUTS
-        && g.k() * g.o <= MAX_WEIGHTS
+        && g.k() * g.o <= MAX_WEIGHT_GRAD_VALUES
 }
+
+/// Largest weight gradient (values, 4 MB) computed in place: each thread's partial `dWᵀ`
+/// outgrows L2 from 1 MB, but the tile streams it once per image while the batched product
+/// ([`super::batch`]) first builds a whole-batch column matrix. Inside a ResNet-50 ImageNet
+/// training step (`densum bench resnet50 --dataset imagenet --batch 8 --conv-profile`, AMD
+/// Zen 4, 2 threads, alternating): 256 → 256 at 14x14 (2.4 MB) 57.9 / 58.7 → 51.9 / 53.3 ms
+/// per step; 512 → 512 at 7x7 (9.4 MB) 21.6 / 20.1 → 40.5 / 41.1, so the bound stays below it.
+const MAX_WEIGHT_GRAD_VALUES: usize = 1 << 20;
 
 /// Weight gradient `[O, C, kh, kw]` of `g` with the input read in place: `dWᵀ[K, O] =
 /// Σ_images Σ_p X_pad[tap_k + position_p] · dYᵀ[p, O]`, the taps as the tile's rows, the output

@@ -23,10 +23,13 @@ use crate::nn::fast::tile_gemm::PackedA;
 /// an optional epilogue applied to each image's output while it is in cache.
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
     if winograd::applies(g) {
-        probe::hit(Kernel::ConvWinograd);
-        let u =
-            winograd::transform_weights(g.o, g.c, |o, c, i, j| w[((o * g.c + c) * 3 + i) * 3 + j]);
-        return winograd::forward(g, x, &u, epilogue);
+        let tiles = winograd::Tiles::of(g);
+        probe::hit(match tiles {
+            winograd::Tiles::F2 => Kernel::ConvWinograd,
+            winograd::Tiles::F4 => Kernel::ConvWinograd4,
+        });
+        let w = |o, c, i, j| w[((o * g.c + c) * 3 + i) * 3 + j];
+        return winograd::convolve(g, tiles, x, w, epilogue);
     }
     if direct::applies(g) {
         probe::hit(Kernel::ConvDirect);

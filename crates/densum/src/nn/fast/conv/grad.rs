@@ -231,9 +231,13 @@ pub(super) fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     // dX = conv(dY, W') as in `input_grad_tiled`, with W' transformed straight from W.
     let t = transposed(g);
     if winograd::applies(&t) {
-        probe::hit(Kernel::ConvInputGradWinograd);
-        let u = winograd::transform_weights(g.c, g.o, |c, o, i, j| rotated(g, w, c, o, i * 3 + j));
-        return winograd::forward(&t, dy, &u, None);
+        let tiles = winograd::Tiles::of(&t);
+        probe::hit(match tiles {
+            winograd::Tiles::F2 => Kernel::ConvInputGradWinograd,
+            winograd::Tiles::F4 => Kernel::ConvInputGradWinograd4,
+        });
+        let w = |c, o, i, j| rotated(g, w, c, o, i * 3 + j);
+        return winograd::convolve(&t, tiles, dy, w, None);
     }
     if let Some(dx) = input_grad_tiled(g, w, dy) {
         probe::hit(Kernel::ConvInputGradTile);

@@ -19,7 +19,8 @@
 //!
 //! The transforms' coefficients are 0, ±1 and ½, so rounding stays at the level of the direct
 //! convolution's (tests/fast_paths.rs compares values and gradients with Burn's convolution).
-//! `DENSUM_WINOGRAD=0` switches it off (see `nn/fast/mod.rs`).
+//! Planes at least 28 wide take the larger tiles of F(4x4, 3x3) instead ([`Tiles`], `f4`).
+//! `DENSUM_WINOGRAD=0` switches both off (see `nn/fast/mod.rs`).
 
 use std::ops::Range;
 
@@ -29,6 +30,8 @@ use super::geom::Geom;
 use crate::nn::fast::buffer::{SharedOut, as_uninit, assume_init, uninit_buffer, with_scratch};
 use crate::nn::fast::epilogue::Epilogue;
 use crate::nn::fast::tile_gemm::{PackedA, product, strided_rows};
+
+mod f4;
 
 /// Transformed positions of a 4x4 tile: one matrix product each.
 const XI: usize = 16;
@@ -70,21 +73,80 @@ pub(super) fn applies(g: &Geom) -> bool {
         && g.w >= MIN_WIDTH
 }
 
+/// Winograd's tile sizes: F(2x2, 3x3) or F(4x4, 3x3) ([`f4`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tiles {
+    /// 2x2 output tiles, 16 products.
+    F2,
+    /// 4x4 output tiles, 36 products, 1.78x fewer multiplications.
+    F4,
+}
+
+impl Tiles {
+    /// The tiles `g` ([`applies`]) runs with: 4x4 on planes at least [`F4_MIN_WIDTH`] wide.
+    pub(super) fn of(g: &Geom) -> Tiles {
+        if g.w >= F4_MIN_WIDTH {
+            Tiles::F4
+        } else {
+            Tiles::F2
+        }
+    }
+}
+
+/// Narrowest plane that takes F(4x4, 3x3). Speed alone would put it at 16: at 14x14 its tiles
+/// cover 16x16 and its chunks are a few tiles wide, and it was no faster than F(2x2, 3x3) (256
+/// channels, ResNet-50 at 224, batch 8: 6.2 → 6.2-7.7 ms per forward, `examples/op_profile
+/// --net resnet50 --fast-only --kernel 3`, alternating), from 16 wide it was faster (32
+/// channels at 16x16, batch 64: 1.60 → 1.41 ms). But its rounding is about six times F(2x2,
+/// 3x3)'s (`tests/fast_paths.rs`: 3-5e-6 against 5-8e-7 of the largest output), and in the
+/// CIFAR ResNet-18 training step of `tests/parity.rs` that was enough to flip a ReLU whose
+/// input lay within it of zero, which moved gradients by up to 5.7e-2 of their scale against
+/// PyTorch (4.4e-6 with F(2x2, 3x3) there). So the larger tiles run where they gain most, the
+/// ImageNet-sized planes (28 and 56 wide: 17-20 % per forward), and CIFAR-sized ones keep the
+/// more exact F(2x2, 3x3) (docs/results/speed.md, session 16).
+const F4_MIN_WIDTH: usize = 28;
+
+/// The convolution `g` ([`applies`]) of `x` with the kernels `w(o, c, i, j)`, through `tiles`.
+pub(super) fn convolve(
+    g: &Geom,
+    tiles: Tiles,
+    x: &[f32],
+    w: impl Fn(usize, usize, usize, usize) -> f32 + Sync,
+    epilogue: Option<Epilogue>,
+) -> Vec<f32> {
+    match tiles {
+        Tiles::F4 => f4::forward(g, x, &f4::transform_weights(g.o, g.c, w), epilogue),
+        Tiles::F2 => forward(g, x, &transform_weights(g.o, g.c, w), epilogue),
+    }
+}
+
 /// The 16 matrices `U_ξ[O, C] = (G g_oc Gᵀ)_ξ`, packed for the tile kernel, of the kernels
 /// `g_oc[i][j] = w(o, c, i, j)`. `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`.
-pub(super) fn transform_weights(
+fn transform_weights(
     o: usize,
     c: usize,
     w: impl Fn(usize, usize, usize, usize) -> f32 + Sync,
 ) -> Vec<PackedA> {
-    // All 16 values of a kernel at once, written straight into the 16 packed matrices.
-    PackedA::new_many(XI, o, c, |oo, cc, u| {
+    packed_transform(o, c, w, g_rows)
+}
+
+/// The `A·A` matrices `U_ξ[O, C] = (G g_oc Gᵀ)_ξ` (`ξ = i·A + j`) of the kernels `g_oc[i][j]
+/// = w(o, c, i, j)`, packed for the tile kernel, for the `A x 3` matrix `G` given by
+/// `g_rows(v) = G·v`.
+fn packed_transform<const A: usize>(
+    o: usize,
+    c: usize,
+    w: impl Fn(usize, usize, usize, usize) -> f32 + Sync,
+    g_rows: fn([f32; 3]) -> [f32; A],
+) -> Vec<PackedA> {
+    // All A·A values of a kernel at once, written straight into the packed matrices.
+    PackedA::new_many(A * A, o, c, |oo, cc, u| {
         // G g: the three kernel rows combined (row-wise over columns).
         let k = |i: usize, j: usize| w(oo, cc, i, j);
         let cols = [0, 1, 2].map(|j| g_rows([k(0, j), k(1, j), k(2, j)]));
         // (G g) Gᵀ: each row of G g combined over its three columns.
-        for i in 0..4 {
-            u[i * 4..][..4].copy_from_slice(&g_rows(cols.map(|col| col[i])));
+        for i in 0..A {
+            u[i * A..][..A].copy_from_slice(&g_rows(cols.map(|col| col[i])));
         }
     })
 }
@@ -94,14 +156,12 @@ fn g_rows([a, b, d]: [f32; 3]) -> [f32; 4] {
     [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
 }
 
-/// Tile rows (a tile row is one image's row of 2-high tiles, `cols` columns of `V`) per chunk
-/// and the chunk count.
-fn chunking(g: &Geom, tile_rows: usize, cols: usize) -> (usize, usize) {
+/// Tile rows (a tile row is one image's row of 2-high tiles, `cols` columns of `V`) per chunk.
+fn chunking(g: &Geom, tile_rows: usize, cols: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let per = (CHUNK_VALUES / (XI * (g.c + g.o) * cols).max(1))
+    (CHUNK_VALUES / (XI * (g.c + g.o) * cols).max(1))
         .max(1)
-        .min(tile_rows.div_ceil(threads).max(1));
-    (per, tile_rows.div_ceil(per))
+        .min(tile_rows.div_ceil(threads).max(1))
 }
 
 /// The convolution `g` (3x3, stride 1, padding 1; [`applies`]) of `x` `[N, C, H, W]` with the
@@ -112,40 +172,67 @@ fn chunking(g: &Geom, tile_rows: usize, cols: usize) -> (usize, usize) {
 /// one column more than its tiles, so the transforms run as single loops over the whole chunk
 /// (a tile's right neighbour is the next column even at the end of a row) instead of short
 /// loops per row; the extra column is computed and never written out.
-pub(super) fn forward(g: &Geom, x: &[f32], u: &[PackedA], epilogue: Option<Epilogue>) -> Vec<f32> {
+fn forward(g: &Geom, x: &[f32], u: &[PackedA], epilogue: Option<Epilogue>) -> Vec<f32> {
     debug_assert_eq!(u.len(), XI);
     let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
     let ne = tw + 1;
     let tile_rows = g.n * th;
-    let (per, chunks) = chunking(g, tile_rows, ne);
-    // V_ξ and M_ξ rows are `tb` apart in every chunk (the last one may fill fewer).
+    let per = chunking(g, tile_rows, ne);
     let tb = per * ne;
+    // Ten rows of `tb + 1` values: the even and odd columns of four input rows, and two
+    // combinations of them (see `transform_input`; `transform_output` uses six).
+    run_chunks(
+        g,
+        u,
+        (tile_rows, per, ne),
+        10 * (tb + 1),
+        |rows, v, tmp| transform_input(g, x, rows, tb, v, tmp),
+        // SAFETY: `run_chunks` hands each chunk's tile rows to one call only.
+        |rows, m, out, tmp| unsafe { transform_output(g, m, rows, tb, out, epilogue, tmp) },
+    )
+}
+
+/// Runs a Winograd convolution of `g` a chunk of `per` tile rows at a time (`tile_rows` in
+/// all, `cols` columns of `V_ξ` and `M_ξ` each, so rows are `tb = per·cols` apart), chunks in
+/// parallel: `input(rows, V, scratch)` writes the `u.len()` matrices `V_ξ[C, tb]`, the
+/// products give `M_ξ = U_ξ · V_ξ`, and `output(rows, M, out, scratch)` writes the output rows
+/// of its tile rows (and no others) through `out`, all of them. `scratch` values are the
+/// transforms' own.
+pub(super) fn run_chunks(
+    g: &Geom,
+    u: &[PackedA],
+    (tile_rows, per, cols): (usize, usize, usize),
+    scratch: usize,
+    input: impl Fn(Range<usize>, &mut [f32], &mut [f32]) + Sync,
+    output: impl Fn(Range<usize>, &[f32], SharedOut, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let xi = u.len();
+    // V_ξ and M_ξ rows are `tb` apart in every chunk (the last one may fill fewer).
+    let tb = per * cols;
     let rows_v = strided_rows(g.c, tb);
     let mut y = uninit_buffer(g.n * g.o * g.h * g.w);
     let out = SharedOut(y.as_mut_ptr());
-    // Ten rows of `tb + 1` values: the even and odd columns of four input rows, and two
-    // combinations of them (see `transform_input`; `transform_output` uses six).
-    let row_scratch = 10 * (tb + 1);
-    (0..chunks).into_par_iter().for_each(|chunk| {
-        let rows = chunk * per..((chunk + 1) * per).min(tile_rows);
-        let width = rows.len() * ne;
-        with_scratch(XI * (g.c + g.o) * tb + row_scratch, |buf| {
-            let (v, rest) = buf.split_at_mut(XI * g.c * tb);
-            let (m, tmp) = rest.split_at_mut(XI * g.o * tb);
-            transform_input(g, x, rows.clone(), tb, v, tmp);
-            for (xi, (v_xi, m_xi)) in v
-                .chunks_exact(g.c * tb)
-                .zip(m.chunks_exact_mut(g.o * tb))
-                .enumerate()
-            {
-                product(&u[xi], v_xi, &rows_v, width, as_uninit(m_xi), tb, false);
-            }
-            // SAFETY: `rows` is this chunk's alone (chunks partition the tile rows).
-            unsafe { transform_output(g, m, rows, tb, out, epilogue, tmp) };
+    let out = &out;
+    (0..tile_rows.div_ceil(per))
+        .into_par_iter()
+        .for_each(|chunk| {
+            let rows = chunk * per..((chunk + 1) * per).min(tile_rows);
+            let width = rows.len() * cols;
+            with_scratch(xi * (g.c + g.o) * tb + scratch, |buf| {
+                let (v, rest) = buf.split_at_mut(xi * g.c * tb);
+                let (m, tmp) = rest.split_at_mut(xi * g.o * tb);
+                input(rows.clone(), v, tmp);
+                for (u_xi, (v_xi, m_xi)) in u
+                    .iter()
+                    .zip(v.chunks_exact(g.c * tb).zip(m.chunks_exact_mut(g.o * tb)))
+                {
+                    product(u_xi, v_xi, &rows_v, width, as_uninit(m_xi), tb, false);
+                }
+                output(rows, m, SharedOut(out.0), tmp);
+            });
         });
-    });
     // SAFETY: every output row belongs to one tile row, and every tile row's chunk wrote all
-    // of its rows' values (`transform_output` writes each row in full).
+    // of its rows' values (the contract on `output`).
     unsafe { assume_init(y) }
 }
 
