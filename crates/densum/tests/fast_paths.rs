@@ -55,7 +55,7 @@ fn forward_kernel(tiled: bool, k: usize) -> Kernel {
 }
 
 /// The weight-gradient kernel of a `c` → `o` convolution with kernel size `k`: 3x3 with at
-/// least 32 outputs and at most 256 Ki weights read the input in place (`conv/direct.rs`)
+/// least 32 outputs and at most 1 Mi weights read the input in place (`conv/direct.rs`)
 /// where the tile kernel runs.
 fn weight_grad_kernel(k: usize, c: usize, o: usize) -> Kernel {
     if tile_expected() && k == 3 && o >= 32 && c * 9 * o <= 1 << 20 {
@@ -315,7 +315,9 @@ fn direct_convolutions_match_generic() {
             expected[0] = (forward, 1);
         }
         if c * 9 * o > 256 * 1024 {
-            // Over 1 MB of weights on a small plane: the whole batch's input gradient at once.
+            // Over 1 MB of weights on a small plane: the whole batch's forward and input
+            // gradient at once.
+            expected[0] = (Kernel::ConvGemmBatch, 1);
             expected[1] = (Kernel::ConvInputGradBatch, 1);
         }
         check_kernels(n, c, o, hw, 3, strided.clone(), &expected);
@@ -368,9 +370,10 @@ fn direct_convolutions_match_generic() {
 
 /// Weight and input gradients on small planes (under 256 positions) with weights larger than
 /// L2 (over 256 Ki values) are each one product over the whole batch (`weight_grad_batch` and
-/// `input_grad_batch` in `nn/fast/conv/grad.rs`): 1x1 stride 1 (no im2col or col2im), 1x1
-/// stride 2 and 3x3 (im2col and col2im per image), odd plane sizes; the per-image paths are
-/// checked by every other case.
+/// `input_grad_batch` in `nn/fast/conv/grad.rs`), and so is the forward on planes of at most
+/// 64 positions (`forward_batch` in `nn/fast/conv/forward.rs`): 1x1 stride 1 (no im2col or
+/// col2im), 1x1 stride 2 and 3x3 (im2col and col2im per image), odd plane sizes; the
+/// per-image paths are checked by every other case (a 9x9 plane here: 81 positions).
 #[test]
 fn whole_batch_gradients_match_generic() {
     let options =
@@ -380,8 +383,17 @@ fn whole_batch_gradients_match_generic() {
         (2, 300, 900, [7, 7], 1, 2, 0),
         (2, 300, 100, [6, 7], 3, 1, 1),
         (3, 64, 460, [5, 5], 3, 1, 1),
+        (2, 64, 460, [9, 9], 3, 1, 1),
     ] {
         let mut expected = conv_kernels(k, c, o, Some(GEMM));
+        if hw
+            .map(|side: usize| side.div_ceil(stride))
+            .iter()
+            .product::<usize>()
+            <= 64
+        {
+            expected[0] = (Kernel::ConvGemmBatch, 1);
+        }
         expected[1] = (Kernel::ConvInputGradBatch, 1);
         check_kernels(n, c, o, hw, k, options(stride, pad), &expected);
     }

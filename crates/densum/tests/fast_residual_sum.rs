@@ -119,7 +119,8 @@ fn batch_norm_sum_matches_composed() {
 }
 
 /// Inference: the residual sum in the folded convolution's epilogue, for each forward kernel
-/// (the ones the CPU offers): `gemm` over the image (1x1) or an im2col (strided, 7x7), the
+/// (the ones the CPU offers): `gemm` over the image (1x1) or an im2col (strided, 7x7), or
+/// over the whole batch (a 7x7 plane with 270,000 weights), the
 /// tile kernel over 1x1 bands and shifted views, Winograd (2x2 and 4x4 tiles), and the direct
 /// small-plane kernel.
 #[test]
@@ -130,6 +131,7 @@ fn folded_convolution_with_residual_matches_composed() {
     for (c, o, k, stride, side) in [
         (8, 12, 1, 1, 9),
         (8, 64, 1, 1, 40),
+        (300, 900, 1, 1, 7),
         (5, 7, 1, 2, 9),
         (3, 5, 7, 2, 16),
         (40, 12, 1, 1, 16),

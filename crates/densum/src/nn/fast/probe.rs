@@ -17,6 +17,9 @@ pub enum Kernel {
     /// Convolution forward through the `gemm` crate, over an im2col matrix or, for 1x1
     /// stride-1 convolutions, the image itself.
     ConvGemm,
+    /// Convolution forward of a small plane with large weights as one `gemm` product over the
+    /// whole batch, a band of output rows per thread (see `conv/batch.rs`).
+    ConvGemmBatch,
     /// Convolution forward of a 1x1 convolution on the AVX2 + FMA tile kernel, its input copied
     /// a band at a time (only chosen where the CPU has both, see
     /// [`tile_kernel_enabled`](super::tile_kernel_enabled)).
@@ -32,7 +35,7 @@ pub enum Kernel {
     /// Convolution forward of a strided small-plane 3x3 convolution read in place by the tile
     /// kernel, output channels across the lanes (see `conv/direct.rs`).
     ConvDirect,
-    /// The folded inference convolution + batch norm (its forward is one of the three above).
+    /// The folded inference convolution + batch norm (its forward is one of the above).
     ConvAffine,
     /// Convolution input gradient through the `gemm` crate and col2im.
     ConvInputGradGemm,
@@ -97,8 +100,9 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 34] = [
+    pub const ALL: [Kernel; 35] = [
         Kernel::ConvGemm,
+        Kernel::ConvGemmBatch,
         Kernel::ConvTilePointwise,
         Kernel::ConvTileShifted,
         Kernel::ConvWinograd,

@@ -9,10 +9,10 @@
 
 use rayon::prelude::*;
 
-use super::direct;
 use super::geom::Geom;
 use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
+use super::{batch, direct};
 use crate::nn::fast::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
 use crate::nn::fast::epilogue::Epilogue;
 use crate::nn::fast::matmul::gemm_raw;
@@ -40,6 +40,10 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
         let k = g.k();
         let a = PackedA::new(g.o, k, |o, r| w[o * k + r]);
         return forward_tiled(g, how, x, &a, epilogue);
+    }
+    if batch::forward_applies(g) {
+        probe::hit(Kernel::ConvGemmBatch);
+        return forward_batch(g, x, w, epilogue);
     }
     probe::hit(Kernel::ConvGemm);
     let (k, p) = (g.k(), g.p());
@@ -70,5 +74,36 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
             }
         });
     // SAFETY: every image's output was written by its GEMM.
+    unsafe { assume_init(y) }
+}
+
+/// The forward of a small-plane convolution with large weights ([`batch`]) as one product over
+/// the whole batch, `Y[O, N·P] = W · col(X)[K, N·P]`, one band of output rows per thread, then
+/// each image's columns back through the epilogue.
+fn forward_batch(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let (img_out, width) = (g.o * p, g.n * p);
+    let cols = batch::columns(g, x);
+    let ys = batch::product_by_bands((g.o, width, k), w, (k, 1), &cols);
+    let mut y = uninit_buffer(g.n * img_out);
+    y.par_chunks_mut(img_out.max(1))
+        .enumerate()
+        .for_each(|(n, y_n)| {
+            for (o, (d, s)) in y_n
+                .chunks_exact_mut(p)
+                .zip(batch::columns_of(&ys, width, n, p))
+                .enumerate()
+            {
+                match epilogue {
+                    Some(e) => e.apply_one(o, s, d, n * img_out + o * p),
+                    None => {
+                        for (d, &v) in d.iter_mut().zip(s) {
+                            d.write(v);
+                        }
+                    }
+                }
+            }
+        });
+    // SAFETY: every image's rows were written from Y.
     unsafe { assume_init(y) }
 }

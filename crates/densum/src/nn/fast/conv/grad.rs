@@ -18,7 +18,7 @@ use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
 use super::{batch, direct};
 use crate::nn::fast::buffer::{
-    SharedOut, as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
+    as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
 };
 use crate::nn::fast::matmul::{gemm, gemm_on, gemm_raw};
 use crate::nn::fast::probe::{self, Kernel};
@@ -129,27 +129,9 @@ fn rotated(g: &Geom, w: &[f32], c: usize, o: usize, tap: usize) -> f32 {
 /// `gemm` crate splits one deep product over the threads, writing `dW` in its own layout.
 fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
-    let (img_in, img_out, width) = (g.c * g.h * g.w, g.o * p, g.n * p);
-    let mut cols = uninit_buffer(k * width);
-    let mut dys = uninit_buffer(g.o * width);
-    // Image n's columns are columns n·P.. of every row: gathered per image in parallel,
-    // through a raw pointer since images interleave within rows.
-    let (cols_at, dys_at) = (SharedOut(cols.as_mut_ptr()), SharedOut(dys.as_mut_ptr()));
-    (0..g.n).into_par_iter().for_each(|n| {
-        let xs = &x[n * img_in..][..img_in];
-        // SAFETY (each call): the buffers are [rows, N·P] and image n alone writes its columns.
-        if g.pointwise() {
-            unsafe { batch::place(xs, cols_at, k, width, n, p) };
-        } else {
-            with_scratch(k * p, |col| {
-                g.im2col(xs, col);
-                unsafe { batch::place(col, cols_at, k, width, n, p) };
-            });
-        }
-        unsafe { batch::place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
-    });
-    // SAFETY: every image wrote its columns of every row of both buffers.
-    let (cols, dys) = unsafe { (assume_init(cols), assume_init(dys)) };
+    let width = g.n * p;
+    let cols = batch::columns(g, x);
+    let dys = batch::side_by_side(dy, g.o, g.n, p);
     let mut dw = uninit_buffer(g.o * k);
     gemm_on(
         rayon::current_num_threads(),
@@ -171,39 +153,10 @@ fn weight_grad_batch(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// gradients side by side, then each image's columns back (col2im unless 1x1 stride 1).
 fn input_grad_batch(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
-    let (img_in, img_out, width) = (g.c * g.h * g.w, g.o * p, g.n * p);
-    let mut dys = uninit_buffer(g.o * width);
-    let dys_at = SharedOut(dys.as_mut_ptr());
-    (0..g.n).into_par_iter().for_each(|n| {
-        // SAFETY: dys is [O, N·P] and image n alone writes its columns.
-        unsafe { batch::place(&dy[n * img_out..][..img_out], dys_at, g.o, width, n, p) };
-    });
-    // SAFETY: every image wrote its columns of every row.
-    let dys = unsafe { assume_init(dys) };
-    let mut cols = uninit_buffer(k * width);
-    // Rows of col(dX) in one band per thread, each its own single-threaded product (packing
-    // its rows of Wᵀ): inside a ResNet-50 ImageNet training step (`densum bench resnet50
-    // --dataset imagenet --batch 8 --conv-profile`, AMD Zen 4, 2 threads, alternating) the
-    // 512 -> 2048 input gradient at 7x7 went from 18.9 / 17.6 to 15.8 / 14.9 ms per step,
-    // 1024 -> 2048 stride 2 from 12.7 / 11.0 to 9.7 / 9.6, against the `gemm` crate splitting
-    // the product over both threads itself.
-    let band = k.div_ceil(rayon::current_num_threads().max(1)).div_ceil(16) * 16;
-    cols.par_chunks_mut(band * width)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            gemm_raw(
-                (dst.len() / width, width, g.o),
-                dst,
-                (width, 1),
-                false,
-                &w[i * band..],
-                (1, k),
-                &dys,
-                (width, 1),
-            );
-        });
-    // SAFETY: the product wrote all of col(dX).
-    let cols = unsafe { assume_init(cols) };
+    let (img_in, width) = (g.c * g.h * g.w, g.n * p);
+    let dys = batch::side_by_side(dy, g.o, g.n, p);
+    // col(dX) = Wᵀ · dY: Wᵀ is W read with swapped strides.
+    let cols = batch::product_by_bands((k, width, g.o), w, (1, k), &dys);
     let mut dx = uninit_buffer(g.n * img_in);
     dx.par_chunks_mut(img_in.max(1))
         .enumerate()
