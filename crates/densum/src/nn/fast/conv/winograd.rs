@@ -102,7 +102,7 @@ impl Tiles {
 /// CIFAR ResNet-18 training step of `tests/parity.rs` that was enough to flip a ReLU whose
 /// input lay within it of zero, which moved gradients by up to 5.7e-2 of their scale against
 /// PyTorch (4.4e-6 with F(2x2, 3x3) there). So the larger tiles run where they gain most, the
-/// ImageNet-sized planes (28 and 56 wide: 17-20 % per forward), and CIFAR-sized ones keep the
+/// ImageNet-sized planes (28 and 56 wide: 13-19 % per forward), and CIFAR-sized ones keep the
 /// more exact F(2x2, 3x3) (docs/results/speed.md, session 16).
 const F4_MIN_WIDTH: usize = 28;
 

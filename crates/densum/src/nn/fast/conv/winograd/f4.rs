@@ -42,7 +42,7 @@ const ALPHA: usize = 6;
 /// Output tile side.
 const TILE: usize = 4;
 /// Transformed positions of a tile: one matrix product each.
-pub(super) const XI: usize = ALPHA * ALPHA;
+const XI: usize = ALPHA * ALPHA;
 
 /// Values of `V` and `M` per chunk (2 MB), as for F(2x2, 3x3).
 const CHUNK_VALUES: usize = 512 * 1024;
