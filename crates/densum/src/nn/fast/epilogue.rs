@@ -20,6 +20,26 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) relu: bool,
 }
 
+/// Writes `src` (values of output channel `o`, starting at output offset `at`) into `dst`
+/// through `epilogue` when there is one, as they are otherwise: how a kernel's output row
+/// leaves its scratch.
+pub(crate) fn write_out(
+    epilogue: Option<Epilogue>,
+    o: usize,
+    src: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    at: usize,
+) {
+    match epilogue {
+        Some(e) => e.apply_one(o, src, dst, at),
+        None => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(v);
+            }
+        }
+    }
+}
+
 impl Epilogue<'_> {
     /// `dst = f(src·scale[o] + shift[o] + residual)` for values of output channel `o`
     /// starting at output offset `at`.

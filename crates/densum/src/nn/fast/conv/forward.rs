@@ -14,7 +14,7 @@ use super::tiled::{forward_tiled, tiled_forward};
 use super::winograd;
 use super::{batch, direct};
 use crate::nn::fast::buffer::{assume_init, assume_init_mut, uninit_buffer, with_scratch};
-use crate::nn::fast::epilogue::Epilogue;
+use crate::nn::fast::epilogue::{Epilogue, write_out};
 use crate::nn::fast::matmul::gemm_raw;
 use crate::nn::fast::probe::{self, Kernel};
 use crate::nn::fast::tile_gemm::PackedA;
@@ -94,14 +94,7 @@ fn forward_batch(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> 
                 .zip(batch::columns_of(&ys, width, n, p))
                 .enumerate()
             {
-                match epilogue {
-                    Some(e) => e.apply_one(o, s, d, n * img_out + o * p),
-                    None => {
-                        for (d, &v) in d.iter_mut().zip(s) {
-                            d.write(v);
-                        }
-                    }
-                }
+                write_out(epilogue, o, s, d, n * img_out + o * p);
             }
         });
     // SAFETY: every image's rows were written from Y.

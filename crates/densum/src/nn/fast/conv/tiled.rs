@@ -15,7 +15,7 @@ use super::geom::Geom;
 use crate::nn::fast::buffer::{
     as_uninit, assume_init, assume_init_mut, uninit_buffer, with_scratch,
 };
-use crate::nn::fast::epilogue::Epilogue;
+use crate::nn::fast::epilogue::{Epilogue, write_out};
 use crate::nn::fast::probe::Kernel;
 use crate::nn::fast::tile_gemm::{self, PackedA, product};
 
@@ -144,13 +144,7 @@ impl Shifted {
                 .zip(src.chunks_exact(self.wp))
                 .enumerate()
             {
-                let s = &s[..g.ow];
-                match epilogue {
-                    Some(e) => e.apply_one(o, s, d, at + o * g.p() + row * g.ow),
-                    None => d.iter_mut().zip(s).for_each(|(d, &v)| {
-                        d.write(v);
-                    }),
-                }
+                write_out(epilogue, o, &s[..g.ow], d, at + o * g.p() + row * g.ow);
             }
         }
     }

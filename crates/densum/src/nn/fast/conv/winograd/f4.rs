@@ -34,7 +34,7 @@ use std::ops::Range;
 use super::super::geom::Geom;
 use super::{packed_transform, run_chunks};
 use crate::nn::fast::buffer::SharedOut;
-use crate::nn::fast::epilogue::Epilogue;
+use crate::nn::fast::epilogue::{Epilogue, write_out};
 use crate::nn::fast::tile_gemm::PackedA;
 
 /// Input tile side: four outputs and the kernel's two extra taps.
@@ -361,14 +361,7 @@ unsafe fn transform_output(
                 // SAFETY: row (n, o, oy) lies inside the output, and only this chunk writes it
                 // (the caller's contract).
                 let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), g.w) };
-                match epilogue {
-                    Some(e) => e.apply_one(o, &line[..g.w], row, at),
-                    None => {
-                        for (d, &v) in row.iter_mut().zip(line.iter()) {
-                            d.write(v);
-                        }
-                    }
-                }
+                write_out(epilogue, o, &line[..g.w], row, at);
             }
         }
     }
