@@ -85,6 +85,13 @@ fn conv_kernels(k: usize, c: usize, o: usize, tiled: Option<Tiled>) -> Vec<(Kern
     ]
 }
 
+/// Whether a stride-1 3x3 convolution with `c` inputs on an `hw` plane that Winograd does not
+/// take runs its input gradient as the direct forward of the rotated weights (`conv/grad.rs`):
+/// at least 32 input channels (the direct kernel's lanes) on at most 64 positions.
+fn input_grad_direct_expected(c: usize, hw: [usize; 2]) -> bool {
+    tile_expected() && c >= 32 && hw[0] * hw[1] <= 64
+}
+
 /// Output, input gradient and weight gradient of `conv` on the autodiff Flex device, with an
 /// output gradient that is not all ones (so every position is weighted differently).
 fn run(
@@ -268,7 +275,7 @@ fn winograd_convolutions_match_generic() {
             ]
         } else {
             let tiled = hw[1] >= 16;
-            conv_kernels(
+            let mut expected = conv_kernels(
                 3,
                 c,
                 o,
@@ -276,7 +283,11 @@ fn winograd_convolutions_match_generic() {
                     forward: tiled,
                     input_grad: tiled,
                 }),
-            )
+            );
+            if input_grad_direct_expected(c, hw) {
+                expected[1] = (Kernel::ConvInputGradDirect, 1);
+            }
+            expected
         };
         check_kernels(n, c, o, hw, 3, same.clone(), &expected);
     }
@@ -324,7 +335,8 @@ fn direct_convolutions_match_generic() {
     }
     // Stride 1: the direct forward and in-place weight gradient where neither Winograd nor
     // the shifted tile takes the forward (planes of at most 64 positions: 8x8, 4x5), the
-    // shifted tile where it does (16x16, 16 channels in), gemm for 31 outputs.
+    // shifted tile where it does (16x16, 16 channels in), gemm for 31 outputs; the input
+    // gradient direct too where at least 32 input channels give its lanes enough work.
     let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     for (n, c, o, hw, tiled, direct) in [
         (3, 64, 32, [8, 8], false, true),
@@ -332,6 +344,9 @@ fn direct_convolutions_match_generic() {
         (2, 8, 31, [8, 8], false, false),
         (2, 16, 32, [16, 16], true, false),
         (1, 8, 32, [9, 8], false, false), // 72 positions: gemm forward
+        (3, 40, 16, [4, 4], false, false), // 16 outputs: only the input gradient direct
+        (2, 33, 35, [5, 3], false, true),
+        (1, 32, 32, [9, 8], false, false), // 72 positions: nothing direct
     ] {
         let tiled = Tiled {
             forward: tiled,
@@ -340,6 +355,9 @@ fn direct_convolutions_match_generic() {
         let mut expected = conv_kernels(3, c, o, Some(tiled));
         if direct {
             expected[0] = (forward, 1);
+        }
+        if input_grad_direct_expected(c, hw) {
+            expected[1] = (Kernel::ConvInputGradDirect, 1);
         }
         assert_eq!(
             expected[2].0 == Kernel::ConvWeightGradDirect,

@@ -44,6 +44,9 @@ pub enum Kernel {
     ConvInputGradBatch,
     /// Convolution input gradient as a tiled forward of the rotated weights.
     ConvInputGradTile,
+    /// Convolution input gradient of a small-plane stride-1 3x3 convolution as the direct
+    /// forward of the rotated weights (see `conv/direct.rs`).
+    ConvInputGradDirect,
     /// Convolution input gradient of a stride-1 3x3 convolution through Winograd's F(2x2, 3x3)
     /// (a forward of the rotated weights).
     ConvInputGradWinograd,
@@ -100,7 +103,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 35] = [
+    pub const ALL: [Kernel; 36] = [
         Kernel::ConvGemm,
         Kernel::ConvGemmBatch,
         Kernel::ConvTilePointwise,
@@ -112,6 +115,7 @@ impl Kernel {
         Kernel::ConvInputGradGemm,
         Kernel::ConvInputGradBatch,
         Kernel::ConvInputGradTile,
+        Kernel::ConvInputGradDirect,
         Kernel::ConvInputGradWinograd,
         Kernel::ConvInputGradWinograd4,
         Kernel::ConvWeightGrad,

@@ -12,8 +12,10 @@
 //! forwards went from 2.3-4.0 to 1.9-2.1 ms each. Stride-1 3x3 forwards on planes of at most
 //! 64 positions take it too: on AMD Zen 4 (256-bit FMA rate) they were faster in training
 //! and no faster in inference, on Intel AVX-512 1.1-1.4x faster ([`MAX_POSITIONS_STRIDE_1`]).
-//! Where it did not pay, measured the same way: stride-1 input gradients (the 4x4 one
-//! 1.1-1.35x slower), 1x1 convolutions, strided (1.3-1.5x slower: too little depth to hide the
+//! Their input gradients, the direct forward of the rotated weights, take it as well (on AMD
+//! Zen 4 0.84-0.85x the time of GEMM + col2im at 8x8 and 4x4; on the Intel CPU of session 11,
+//! with the kernel of then, the 4x4 one had been 1.1-1.35x slower; see `grad.rs`).
+//! Where it did not pay, measured the same way: 1x1 convolutions, strided (1.3-1.5x slower: too little depth to hide the
 //! transposition of the output) or at 4x4 (1.3-1.8x slower on Intel, forward and input
 //! gradient), and 512 channels (1.5x slower: the transposed weights, 9.4 MB, no longer stay in
 //! L2).
@@ -62,15 +64,20 @@ const GROUP_VALUES: usize = 128 * 1024;
 /// Depth steps per block: 64 steps of a 64-column tile read 16 KB of the weights.
 const DEPTH_BLOCK: usize = 64;
 
-/// Forward `[N, O, OH, OW]` of `g` (see the module documentation), with the weights `w`
-/// `[O, C, kh, kw]` and an optional epilogue.
-pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>) -> Vec<f32> {
+/// Forward `[N, O, OH, OW]` of `g` (see the module documentation), with the weights `w(o,
+/// r)` (`r` the column of `[O, C·kh·kw]`: `(c·kh + ki)·kw + kj`) and an optional epilogue.
+pub(super) fn forward(
+    g: &Geom,
+    x: &[f32],
+    w: impl Fn(usize, usize) -> f32,
+    epilogue: Option<Epilogue>,
+) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
     // Wᵀ [K, O]: row (c, ki, kj) holds every output channel's weight for that tap.
     let mut wt = vec![0.0f32; k * o];
-    for (oc, row) in w.chunks_exact(k).enumerate() {
-        for (kk, &v) in row.iter().enumerate() {
-            wt[kk * o + oc] = v;
+    for (kk, row) in wt.chunks_exact_mut(o).enumerate() {
+        for (oc, v) in row.iter_mut().enumerate() {
+            *v = w(oc, kk);
         }
     }
     let wt_rows = strided_rows(k, o);

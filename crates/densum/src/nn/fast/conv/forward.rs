@@ -33,7 +33,8 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32], epilogue: Option<Epilogue>
     }
     if direct::applies(g) {
         probe::hit(Kernel::ConvDirect);
-        return direct::forward(g, x, w, epilogue);
+        let k = g.k();
+        return direct::forward(g, x, |o, r| w[o * k + r], epilogue);
     }
     if let Some(how) = tiled_forward(g) {
         probe::hit(how.kernel());
