@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training-step time of model B against model A on a shared machine: `densum bench` with the
 # two models in both orders, RUNS times each, printing B / A (ratio of the median step times
-# within each run, so both sides see the same load) per run and the median over all runs.
+# within each run; `densum bench` runs the two models' steps in turn, A, B, A, B, ..., so both
+# see the same load) per run and the median over all runs.
 #
 #   tools/bench_pair.sh resnet50 dsnet50 [RUNS] [extra densum bench options...]
 #

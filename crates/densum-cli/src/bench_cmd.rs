@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use densum::Device;
-use densum::measure::bench::{BenchConfig, BenchMode, Comparison, bench};
+use densum::measure::bench::{BenchConfig, BenchMode, Comparison, bench, bench_interleaved};
 use densum::measure::chart::draw;
 use densum::measure::sweep::{self, Sweep, SweepRow};
 use densum::train::config::{self, OptimConfig};
@@ -108,15 +108,25 @@ fn compare(a: &BenchArgs, cfg: &BenchConfig, device: &Device) -> Result<()> {
         .map(|m| zoo::resolve(m, &options))
         .collect::<densum::Result<Vec<_>>>()?;
     let quiet = a.json || a.csv;
-    let results = specs
-        .iter()
-        .map(|spec| {
-            if !quiet {
-                eprintln!("measuring {} ...", spec.name);
-            }
-            bench(spec, cfg, device)
-        })
-        .collect::<densum::Result<Vec<_>>>()?;
+    // Several models' iterations in turn, so that a drifting machine slows them alike; with a
+    // convolution profile (which times one model at a time) one after the other.
+    let results = if cfg.conv_profile || specs.len() == 1 {
+        specs
+            .iter()
+            .map(|spec| {
+                if !quiet {
+                    eprintln!("measuring {} ...", spec.name);
+                }
+                bench(spec, cfg, device)
+            })
+            .collect::<densum::Result<Vec<_>>>()?
+    } else {
+        if !quiet {
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            eprintln!("measuring {} in turn ...", names.join(", "));
+        }
+        bench_interleaved(&specs, cfg, device)?
+    };
     let table = Comparison::new(results)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&table.to_json())?);

@@ -47,7 +47,9 @@ enum Command {
     ///
     /// Every figure is also given as a ratio to the first model listed, so
     /// `densum bench resnet50 dsnet50 ds2net50 --dataset imagenet --batch 32` compares
-    /// DSNet's cost with ResNet's as the DSNet paper's Table 9 does.
+    /// DSNet's cost with ResNet's as the DSNet paper's Table 9 does. Several models are
+    /// measured in turn, one iteration of each (A, B, A, B, ...), so that on a machine whose
+    /// speed drifts every model sees the same drift (with --conv-profile, one after the other).
     Bench(Box<bench_cmd::BenchArgs>),
     /// Train a model (flags, a TOML config, a named recipe; or resume a run).
     Train(Box<train_cmd::TrainArgs>),

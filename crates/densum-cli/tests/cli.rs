@@ -512,6 +512,12 @@ fn bench_reports_time_memory_and_ratios() {
         ])
         .contains("by shape")
     );
+    // Several models with a profile: measured one after the other, a table for each.
+    let text = ok(&[&words[..], &["dsnet20"]].concat());
+    assert!(
+        text.contains("dsnet20, training step: convolutions by shape"),
+        "{text}"
+    );
 }
 
 #[test]

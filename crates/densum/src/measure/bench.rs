@@ -162,50 +162,134 @@ fn measured_peak(base: usize) -> Option<usize> {
 /// Measures `spec` as `cfg` says, on `device` (the CPU backend by default); a `cfg` that
 /// fails [`BenchConfig::check`] is an error before any work.
 pub fn bench(spec: &ModelSpec, cfg: &BenchConfig, device: &Device) -> Result<BenchResult> {
-    cfg.check()?;
-    let size = spec.input_size;
-    let shape = [cfg.batch, 3, size, size];
-    let c = cost(spec, &Net::new(&spec.config, device));
-    let train = matches!(cfg.mode, BenchMode::Train | BenchMode::Both)
-        .then(|| bench_train(spec, cfg, shape, device));
-    let infer = matches!(cfg.mode, BenchMode::Infer | BenchMode::Both)
-        .then(|| bench_infer(spec, cfg, shape, device));
-    Ok(BenchResult {
-        model: spec.name.clone(),
-        input: shape,
-        params: c.params,
-        macs: c.macs,
-        optimizer: cfg.optimizer,
-        train,
-        infer,
-    })
+    let mut results = bench_interleaved(std::slice::from_ref(spec), cfg, device)?;
+    Ok(results.remove(0))
 }
 
-fn bench_train(
-    spec: &ModelSpec,
+/// Measures every model of `specs` as `cfg` says, their iterations in turn (A, B, A, B, ...
+/// for training, then the same for inference) rather than one model after the other.
+///
+/// Why: on a shared machine the speed drifts over seconds, so two models measured one after
+/// the other see different machines and their ratio moves with the drift (DSNet-50 against
+/// ResNet-50 read anywhere from 1.06x to 1.25x within an hour in `tools/bench_pair.sh`'s
+/// sequential runs); taken in turn, every model sees the same drift. Every model is held in
+/// memory at once; peak memory is still each step's own (measured from the bytes held when
+/// the step starts). A convolution profile (`cfg.conv_profile`) would mix the models, so it
+/// is refused for more than one.
+pub fn bench_interleaved(
+    specs: &[ModelSpec],
     cfg: &BenchConfig,
-    shape: [usize; 4],
     device: &Device,
-) -> TrainCost {
-    let device = device.clone().autodiff();
-    let mut net = Net::new(&spec.config, &device).train();
-    // The optimiser `train::train` steps, so the figure is the update training pays for.
-    let mut sgd = Sgd::new(cfg.optimizer);
-    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-    let classes = spec.config.num_classes as i64;
-    let labels: Vec<i64> = (0..shape[0] as i64).map(|i| i % classes).collect();
-    let y = Tensor::<1, Int>::from_data(labels.as_slice(), &device);
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let (mut fwd, mut bwd, mut opt, mut step) = (vec![], vec![], vec![], vec![]);
-    let (mut peak, mut act) = (0usize, 0usize);
+) -> Result<Vec<BenchResult>> {
+    cfg.check()?;
+    if cfg.conv_profile && specs.len() > 1 {
+        return Err(DensumError::Config(
+            "a convolution profile times one model at a time: measure the models in turn \
+             without it, or profile each alone"
+                .into(),
+        ));
+    }
+    let shape = |spec: &ModelSpec| [cfg.batch, 3, spec.input_size, spec.input_size];
+    let train = matches!(cfg.mode, BenchMode::Train | BenchMode::Both).then(|| {
+        let mut runs: Vec<TrainRun> = specs
+            .iter()
+            .map(|spec| TrainRun::new(spec, cfg, shape(spec), device))
+            .collect();
+        in_turn(cfg, &mut runs, TrainRun::step);
+        runs.into_iter().map(|r| r.finish(cfg)).collect::<Vec<_>>()
+    });
+    let infer = matches!(cfg.mode, BenchMode::Infer | BenchMode::Both).then(|| {
+        let mut runs: Vec<InferRun> = specs
+            .iter()
+            .map(|spec| InferRun::new(spec, shape(spec), device))
+            .collect();
+        in_turn(cfg, &mut runs, InferRun::step);
+        runs.into_iter().map(|r| r.finish(cfg)).collect::<Vec<_>>()
+    });
+    let mut train = train.map(Vec::into_iter);
+    let mut infer = infer.map(Vec::into_iter);
+    Ok(specs
+        .iter()
+        .map(|spec| {
+            let c = cost(spec, &Net::new(&spec.config, device));
+            BenchResult {
+                model: spec.name.clone(),
+                input: shape(spec),
+                params: c.params,
+                macs: c.macs,
+                optimizer: cfg.optimizer,
+                train: train.as_mut().and_then(Iterator::next),
+                infer: infer.as_mut().and_then(Iterator::next),
+            }
+        })
+        .collect())
+}
+
+/// `cfg.warmup + cfg.iters` iterations of every run in turn (`step(run, measured)`), with the
+/// convolution profile (if asked for) over the measured ones.
+fn in_turn<R>(cfg: &BenchConfig, runs: &mut [R], step: impl Fn(&mut R, bool)) {
     for i in 0..cfg.warmup + cfg.iters {
         if cfg.conv_profile && i == cfg.warmup {
             conv_profile::start();
         }
+        for run in runs.iter_mut() {
+            step(run, i >= cfg.warmup);
+        }
+    }
+}
+
+/// One model's training steps, measured one at a time ([`TrainRun::step`]).
+struct TrainRun {
+    /// Taken by each update and put back (SGD updates a parameter in place only when it holds
+    /// it alone).
+    net: Option<Net>,
+    sgd: Sgd,
+    lr: f64,
+    x: Tensor<4>,
+    y: Tensor<1, Int>,
+    loss_fn: burn::nn::loss::CrossEntropyLoss,
+    batch: usize,
+    fwd: Vec<f64>,
+    bwd: Vec<f64>,
+    opt: Vec<f64>,
+    peak: usize,
+    act: usize,
+}
+
+impl TrainRun {
+    fn new(spec: &ModelSpec, cfg: &BenchConfig, shape: [usize; 4], device: &Device) -> Self {
+        let device = device.clone().autodiff();
+        let classes = spec.config.num_classes as i64;
+        let labels: Vec<i64> = (0..shape[0] as i64).map(|i| i % classes).collect();
+        TrainRun {
+            net: Some(Net::new(&spec.config, &device).train()),
+            // The optimiser `train::train` steps, so the figure is the update training pays for.
+            sgd: Sgd::new(cfg.optimizer),
+            lr: cfg.optimizer.lr,
+            x: Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device),
+            y: Tensor::<1, Int>::from_data(labels.as_slice(), &device),
+            loss_fn: CrossEntropyLossConfig::new().init(&device),
+            batch: shape[0],
+            fwd: vec![],
+            bwd: vec![],
+            opt: vec![],
+            peak: 0,
+            act: 0,
+        }
+    }
+
+    /// One training step, its times and memory kept when `measured`.
+    fn step(&mut self, measured: bool) {
+        let net = self
+            .net
+            .take()
+            .expect("the net is put back after every step");
         let base = alloc::current();
         alloc::reset_peak();
         let t0 = Instant::now();
-        let loss = loss_fn.forward(net.forward(x.clone()), y.clone());
+        let loss = self
+            .loss_fn
+            .forward(net.forward(self.x.clone()), self.y.clone());
         let _: f32 = loss.clone().into_scalar();
         let t_fwd = ms(t0);
         let held = alloc::current().saturating_sub(base);
@@ -213,30 +297,35 @@ fn bench_train(
         let grads = loss.backward();
         let t_bwd = ms(t1);
         let t2 = Instant::now();
-        net = sgd.step(net, &grads, cfg.optimizer.lr);
+        let net = self.sgd.step(net, &grads, self.lr);
         // Read one value so any deferred work finishes inside the measurement.
         let _ = net.fc.bias.as_ref().map(|b| b.val().into_data());
         let t_opt = ms(t2);
-        if i >= cfg.warmup {
-            fwd.push(t_fwd);
-            bwd.push(t_bwd);
-            opt.push(t_opt);
-            step.push(t_fwd + t_bwd + t_opt);
-            peak = peak.max(measured_peak(base).unwrap_or(0));
-            act = act.max(held);
+        self.net = Some(net);
+        if measured {
+            self.fwd.push(t_fwd);
+            self.bwd.push(t_bwd);
+            self.opt.push(t_opt);
+            self.peak = self.peak.max(measured_peak(base).unwrap_or(0));
+            self.act = self.act.max(held);
         }
     }
-    let convolutions = profiled(cfg);
-    let step_ms = Stats::of(&step);
-    TrainCost {
-        forward_ms: Stats::of(&fwd),
-        backward_ms: Stats::of(&bwd),
-        optimizer_ms: Stats::of(&opt),
-        images_per_s: shape[0] as f64 / (step_ms.median / 1e3),
-        step_ms,
-        peak_bytes: alloc::installed().then_some(peak),
-        activation_bytes: alloc::installed().then_some(act),
-        convolutions,
+
+    fn finish(self, cfg: &BenchConfig) -> TrainCost {
+        let step: Vec<f64> = (0..self.fwd.len())
+            .map(|i| self.fwd[i] + self.bwd[i] + self.opt[i])
+            .collect();
+        let step_ms = Stats::of(&step);
+        TrainCost {
+            forward_ms: Stats::of(&self.fwd),
+            backward_ms: Stats::of(&self.bwd),
+            optimizer_ms: Stats::of(&self.opt),
+            images_per_s: self.batch as f64 / (step_ms.median / 1e3),
+            step_ms,
+            peak_bytes: alloc::installed().then_some(self.peak),
+            activation_bytes: alloc::installed().then_some(self.act),
+            convolutions: profiled(cfg),
+        }
     }
 }
 
@@ -249,37 +338,47 @@ fn profiled(cfg: &BenchConfig) -> Vec<ConvTime> {
     }
 }
 
-fn bench_infer(
-    spec: &ModelSpec,
-    cfg: &BenchConfig,
-    shape: [usize; 4],
-    device: &Device,
-) -> InferCost {
-    let net = Net::new(&spec.config, device).valid();
-    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-    let mut times = vec![];
-    let mut peak = 0usize;
-    for i in 0..cfg.warmup + cfg.iters {
-        if cfg.conv_profile && i == cfg.warmup {
-            conv_profile::start();
+/// One model's inference passes, measured one at a time ([`InferRun::step`]).
+struct InferRun {
+    net: Net,
+    x: Tensor<4>,
+    batch: usize,
+    times: Vec<f64>,
+    peak: usize,
+}
+
+impl InferRun {
+    fn new(spec: &ModelSpec, shape: [usize; 4], device: &Device) -> Self {
+        InferRun {
+            net: Net::new(&spec.config, device).valid(),
+            x: Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device),
+            batch: shape[0],
+            times: vec![],
+            peak: 0,
         }
+    }
+
+    /// One inference pass, its time and memory kept when `measured`.
+    fn step(&mut self, measured: bool) {
         let base = alloc::current();
         alloc::reset_peak();
         let t0 = Instant::now();
-        let _ = net.forward(x.clone()).into_data();
+        let _ = self.net.forward(self.x.clone()).into_data();
         let t = ms(t0);
-        if i >= cfg.warmup {
-            times.push(t);
-            peak = peak.max(measured_peak(base).unwrap_or(0));
+        if measured {
+            self.times.push(t);
+            self.peak = self.peak.max(measured_peak(base).unwrap_or(0));
         }
     }
-    let convolutions = profiled(cfg);
-    let forward_ms = Stats::of(&times);
-    InferCost {
-        images_per_s: shape[0] as f64 / (forward_ms.median / 1e3),
-        forward_ms,
-        peak_bytes: alloc::installed().then_some(peak),
-        convolutions,
+
+    fn finish(self, cfg: &BenchConfig) -> InferCost {
+        let forward_ms = Stats::of(&self.times);
+        InferCost {
+            images_per_s: self.batch as f64 / (forward_ms.median / 1e3),
+            forward_ms,
+            peak_bytes: alloc::installed().then_some(self.peak),
+            convolutions: profiled(cfg),
+        }
     }
 }
 
@@ -474,5 +573,47 @@ mod tests {
         let s = Stats::of(&[3.0, 1.0, 2.0, 10.0]);
         assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
         assert_eq!(Stats::of(&[4.0, 1.0, 2.0]).median, 2.0);
+    }
+
+    #[test]
+    fn models_in_turn_keep_their_own_results() {
+        use crate::zoo::{ModelOptions, resolve};
+        let options = ModelOptions::default();
+        let specs: Vec<ModelSpec> = ["resnet20", "dsnet20"]
+            .iter()
+            .map(|m| resolve(m, &options).unwrap())
+            .collect();
+        let cfg = BenchConfig {
+            batch: 2,
+            warmup: 1,
+            iters: 2,
+            mode: BenchMode::Both,
+            optimizer: OptimConfig::default(),
+            conv_profile: false,
+        };
+        let device = Device::flex();
+        let both = bench_interleaved(&specs, &cfg, &device).unwrap();
+        for (r, spec) in both.iter().zip(&specs) {
+            let alone = bench(spec, &cfg, &device).unwrap();
+            assert_eq!(r.model, spec.name);
+            assert_eq!(
+                (r.params, r.macs, r.input),
+                (alone.params, alone.macs, alone.input)
+            );
+            let (t, i) = (r.train.as_ref().unwrap(), r.infer.as_ref().unwrap());
+            assert!(t.step_ms.min > 0.0 && t.step_ms.min <= t.step_ms.max);
+            assert!(i.forward_ms.min > 0.0);
+        }
+        assert!(
+            both[1].params > both[0].params,
+            "dsnet20 has the shortcut weights"
+        );
+        // A convolution profile would mix the models.
+        let profiled = BenchConfig {
+            conv_profile: true,
+            ..cfg
+        };
+        let e = bench_interleaved(&specs, &profiled, &device).unwrap_err();
+        assert!(e.to_string().contains("one model at a time"), "{e}");
     }
 }
