@@ -58,7 +58,7 @@ fn forward_kernel(tiled: bool, k: usize) -> Kernel {
 /// least 32 outputs and at most 1 Mi weights read the input in place (`conv/direct.rs`)
 /// where the tile kernel runs.
 fn weight_grad_kernel(k: usize, c: usize, o: usize) -> Kernel {
-    if tile_expected() && k == 3 && o >= 32 && c * 9 * o <= 1 << 20 {
+    if tile_expected() && k == 3 && o >= 16 && c * 9 * o <= 1 << 20 {
         Kernel::ConvWeightGradDirect
     } else {
         Kernel::ConvWeightGrad
@@ -295,7 +295,7 @@ fn winograd_convolutions_match_generic() {
 
 /// Strided 3x3 convolutions with at least 32 outputs on output planes of at most 256
 /// positions run their forward directly on the tile kernel (`nn/fast/conv/direct.rs`), and
-/// 3x3 weight gradients with at least 32 outputs read the input in place the same way (stride
+/// 3x3 weight gradients with at least 16 outputs read the input in place the same way (stride
 /// 1 and 2): odd, non-square and one-row planes, output counts that leave a partial vector,
 /// the bounds either side; the input gradients of strided ones stay on the gemm path. The
 /// inference forward with a folded norm too.
@@ -317,7 +317,7 @@ fn direct_convolutions_match_generic() {
         (2, 3, 33, [1, 5], true),
         (1, 16, 64, [32, 32], true), // 16x16 outputs: the largest plane taken
         (1, 16, 64, [34, 34], false), // 17x17: gemm forward, direct weight gradient
-        (2, 4, 31, [16, 16], false), // 31 outputs: gemm
+        (2, 4, 31, [16, 16], false), // 31 outputs: gemm forward, direct weight gradient
         (1, 30, 1000, [6, 6], false), // 270,000 weights (over 256 Ki): gemm forward
         (1, 117, 1000, [4, 4], false), // 1,053,000 weights (over 1 Mi): gemm weight gradient
     ] {
@@ -346,7 +346,8 @@ fn direct_convolutions_match_generic() {
         (1, 8, 32, [9, 8], false, false), // 72 positions: gemm forward
         (3, 40, 16, [4, 4], false, false), // 16 outputs: only the input gradient direct
         (2, 33, 35, [5, 3], false, true),
-        (1, 32, 32, [9, 8], false, false), // 72 positions: nothing direct
+        (1, 32, 32, [9, 8], false, false), // 72 positions: only the weight gradient direct
+        (2, 8, 12, [8, 8], false, false),  // 12 outputs: gemm weight gradient
     ] {
         let tiled = Tiled {
             forward: tiled,
@@ -361,7 +362,7 @@ fn direct_convolutions_match_generic() {
         }
         assert_eq!(
             expected[2].0 == Kernel::ConvWeightGradDirect,
-            tile_expected() && o >= 32
+            tile_expected() && o >= 16
         );
         check_kernels(n, c, o, hw, 3, same.clone(), &expected);
     }

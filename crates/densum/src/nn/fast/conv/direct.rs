@@ -58,6 +58,13 @@ const MAX_POSITIONS_STRIDE_1: usize = 64;
 /// Fewest output channels (lanes) for which a tile keeps enough FMA chains busy.
 const MIN_OUTPUTS: usize = 32;
 
+/// Fewest output channels for the weight gradient: one AVX-512 vector (two AVX2 ones) is
+/// enough there, since its depth (the output positions) is long. ResNet-50 0.25x CIFAR's 16 →
+/// 16 3x3 weight gradient at 32x32 took 0.82-0.93x (median 0.88x, seven pairs, `densum bench
+/// resnet50 --dataset cifar100 --width 0.25 --batch 64 --mode train --conv-profile`, AMD Zen
+/// 4) the time of im2col + GEMM this way.
+const MIN_WEIGHT_GRAD_OUTPUTS: usize = 16;
+
 /// Values (512 KB) of a group of images' padded copies and outputs.
 const GROUP_VALUES: usize = 128 * 1024;
 
@@ -174,15 +181,16 @@ fn pad(g: &Geom, x: &[f32], out: &mut [f32], hp: usize, wp: usize) {
 }
 
 /// Whether `g`'s weight gradient runs here ([`weight_grad`]): 3x3 convolutions of any stride
-/// with the forward's bound on outputs and up to 1 Mi weights. Inside the network (`--conv-profile`) it
-/// took DenseNet-121's 128 → 32 weight gradient at 56x56 from 95.3 to 60.9 ms per step (per
-/// image the im2col + GEMM path built a 14 MB column matrix there, 1,152 x 3,136) and the six
-/// 3x3 weight gradients of ResNet-50 0.25x CIFAR that it takes from 28.9 to 22.9 ms.
+/// with at least [`MIN_WEIGHT_GRAD_OUTPUTS`] outputs and up to 1 Mi weights. Inside the
+/// network (`--conv-profile`) it took DenseNet-121's 128 → 32 weight gradient at 56x56 from
+/// 95.3 to 60.9 ms per step (per image the im2col + GEMM path built a 14 MB column matrix
+/// there, 1,152 x 3,136) and the six 3x3 weight gradients of ResNet-50 0.25x CIFAR that it
+/// takes from 28.9 to 22.9 ms.
 pub(super) fn weight_grad_applies(g: &Geom) -> bool {
     crate::nn::fast::tile_kernel_enabled()
         && g.kh == 3
         && g.kw == 3
-        && g.o >= MIN_OUTPUTS
+        && g.o >= MIN_WEIGHT_GRAD_OUTPUTS
         && g.k() * g.o <= MAX_WEIGHT_GRAD_VALUES
 }
 
