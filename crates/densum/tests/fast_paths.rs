@@ -55,7 +55,7 @@ fn forward_kernel(tiled: bool, k: usize) -> Kernel {
 }
 
 /// The weight-gradient kernel of a `c` → `o` convolution with kernel size `k`: 3x3 with at
-/// least 32 outputs and at most 1 Mi weights read the input in place (`conv/direct.rs`)
+/// least 16 outputs and at most 1 Mi weights read the input in place (`conv/direct.rs`)
 /// where the tile kernel runs.
 fn weight_grad_kernel(k: usize, c: usize, o: usize) -> Kernel {
     if tile_expected() && k == 3 && o >= 16 && c * 9 * o <= 1 << 20 {
@@ -335,8 +335,8 @@ fn direct_convolutions_match_generic() {
     }
     // Stride 1: the direct forward and in-place weight gradient where neither Winograd nor
     // the shifted tile takes the forward (planes of at most 64 positions: 8x8, 4x5), the
-    // shifted tile where it does (16x16, 16 channels in), gemm for 31 outputs; the input
-    // gradient direct too where at least 32 input channels give its lanes enough work.
+    // shifted tile where it does (16x16, 16 channels in), gemm forwards for 31 outputs; the
+    // input gradient direct too where at least 32 input channels give its lanes enough work.
     let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     for (n, c, o, hw, tiled, direct) in [
         (3, 64, 32, [8, 8], false, true),

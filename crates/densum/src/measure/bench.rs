@@ -248,7 +248,6 @@ struct TrainRun {
     x: Tensor<4>,
     y: Tensor<1, Int>,
     loss_fn: burn::nn::loss::CrossEntropyLoss,
-    batch: usize,
     fwd: Vec<f64>,
     bwd: Vec<f64>,
     opt: Vec<f64>,
@@ -269,7 +268,6 @@ impl TrainRun {
             x: Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device),
             y: Tensor::<1, Int>::from_data(labels.as_slice(), &device),
             loss_fn: CrossEntropyLossConfig::new().init(&device),
-            batch: shape[0],
             fwd: vec![],
             bwd: vec![],
             opt: vec![],
@@ -320,7 +318,7 @@ impl TrainRun {
             forward_ms: Stats::of(&self.fwd),
             backward_ms: Stats::of(&self.bwd),
             optimizer_ms: Stats::of(&self.opt),
-            images_per_s: self.batch as f64 / (step_ms.median / 1e3),
+            images_per_s: self.x.dims()[0] as f64 / (step_ms.median / 1e3),
             step_ms,
             peak_bytes: alloc::installed().then_some(self.peak),
             activation_bytes: alloc::installed().then_some(self.act),
@@ -342,7 +340,6 @@ fn profiled(cfg: &BenchConfig) -> Vec<ConvTime> {
 struct InferRun {
     net: Net,
     x: Tensor<4>,
-    batch: usize,
     times: Vec<f64>,
     peak: usize,
 }
@@ -352,7 +349,6 @@ impl InferRun {
         InferRun {
             net: Net::new(&spec.config, device).valid(),
             x: Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device),
-            batch: shape[0],
             times: vec![],
             peak: 0,
         }
@@ -374,7 +370,7 @@ impl InferRun {
     fn finish(self, cfg: &BenchConfig) -> InferCost {
         let forward_ms = Stats::of(&self.times);
         InferCost {
-            images_per_s: self.batch as f64 / (forward_ms.median / 1e3),
+            images_per_s: self.x.dims()[0] as f64 / (forward_ms.median / 1e3),
             forward_ms,
             peak_bytes: alloc::installed().then_some(self.peak),
             convolutions: profiled(cfg),

@@ -75,7 +75,8 @@ const WORKER_STACK: usize = 64 << 20;
 /// resnet50 --dataset cifar100 --width 0.25 --batch 64` (AMD Zen 4, 2 threads, eight
 /// alternations): context switches per run 17,100-18,900 → 3,700-3,750 (`perf stat`), training
 /// step 0.88-1.06x (median 0.94x), inference median 0.96x; ImageNet-sized steps (ResNet-50, batch
-/// 8), with far fewer operations per second, 0.93-1.00x (training) and 0.99-1.04x (inference).
+/// 8), with far fewer operations per second, median 0.99x (training, eight pairs) and 1.00x
+/// (inference, ten pairs).
 /// `densum`'s commands all run this way.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {

@@ -13,12 +13,11 @@
 //! 64 positions take it too: on AMD Zen 4 (256-bit FMA rate) they were faster in training
 //! and no faster in inference, on Intel AVX-512 1.1-1.4x faster ([`MAX_POSITIONS_STRIDE_1`]).
 //! Their input gradients, the direct forward of the rotated weights, take it as well (on AMD
-//! Zen 4 0.84-0.85x the time of GEMM + col2im at 8x8 and 4x4; on the Intel CPU of session 11,
-//! with the kernel of then, the 4x4 one had been 1.1-1.35x slower; see `grad.rs`).
-//! Where it did not pay, measured the same way: 1x1 convolutions, strided (1.3-1.5x slower: too little depth to hide the
-//! transposition of the output) or at 4x4 (1.3-1.8x slower on Intel, forward and input
-//! gradient), and 512 channels (1.5x slower: the transposed weights, 9.4 MB, no longer stay in
-//! L2).
+//! Zen 4 0.84-0.85x the time of GEMM + col2im at 8x8 and 4x4; see `grad.rs`). Where it did not
+//! pay, measured the same way: 1x1 convolutions, strided input gradients (1.3-1.5x slower: too
+//! little depth to hide the transposition of the output), 512 channels (1.5x slower: the
+//! transposed weights, 9.4 MB, no longer stay in L2), and on the Intel CPU of session 11, with
+//! the kernel of then, 4x4 planes (forward and input gradient 1.1-1.8x slower).
 
 use rayon::prelude::*;
 
