@@ -244,7 +244,9 @@ fn winograd_expected() -> bool {
 /// the cropped last tile row and column (of both tile sizes); a batch of 5 makes chunks of tile
 /// rows that span images; a one-row plane has every tile cropped. 31 channels and 13-wide
 /// planes stay on the direct kernels (and a one-row plane there exercises im2col's fully
-/// shifted-out taps).
+/// shifted-out taps). The weight gradient takes F(2x2, 3x3) where `C·O ≥ 32·(C + O)`
+/// (`winograd::weight_grad_applies`), at any width from 14: cropped tiles, chunks spanning
+/// images (5 images of 15x15), several chunks per thread (128 channels at 30x30), one-row planes.
 #[test]
 fn winograd_convolutions_match_generic() {
     let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
@@ -261,6 +263,10 @@ fn winograd_convolutions_match_generic() {
         (2, 31, 40, [14, 14]),
         (2, 64, 64, [13, 13]),
         (1, 32, 16, [1, 5]),
+        (5, 64, 64, [15, 15]),
+        (2, 64, 96, [14, 29]),
+        (1, 96, 64, [1, 14]),
+        (4, 128, 128, [30, 30]),
     ] {
         let expected = if winograd_expected() && hw[1] >= 14 && c.min(o) >= 32 {
             let (forward, input_grad) = if hw[1] >= 28 {
@@ -271,7 +277,13 @@ fn winograd_convolutions_match_generic() {
             vec![
                 (forward, 1),
                 (input_grad, 1),
-                (weight_grad_kernel(3, c, o), 1),
+                if c * o >= 32 * (c + o)
+                    && std::env::var("DENSUM_WINOGRAD_WEIGHT_GRAD").map_or(true, |v| v != "0")
+                {
+                    (Kernel::ConvWeightGradWinograd, 1)
+                } else {
+                    (weight_grad_kernel(3, c, o), 1)
+                },
             ]
         } else {
             let tiled = hw[1] >= 16;

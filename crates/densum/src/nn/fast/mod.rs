@@ -33,6 +33,9 @@
 //! - `DENSUM_WINOGRAD=0`, likewise a kernel choice: stride-1 3x3 convolutions keep the direct
 //!   kernels instead of Winograd's F(2x2, 3x3) and F(4x4, 3x3) ([`winograd_enabled`],
 //!   `conv/winograd.rs`).
+//! - `DENSUM_WINOGRAD_WEIGHT_GRAD=0`: only the weight gradients keep the direct kernel instead
+//!   of Winograd's F(2x2, 3x3) ([`winograd_weight_grad_enabled`],
+//!   `conv/winograd/weight_grad.rs`).
 //!
 //! The environment variables are read once per process.
 
@@ -114,6 +117,14 @@ pub fn tile_kernel_enabled() -> bool {
 pub fn winograd_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| tile_kernel_enabled() && switch_on("DENSUM_WINOGRAD"))
+}
+
+/// Whether stride-1 3x3 weight gradients may run through Winograd's algorithm: where
+/// [`winograd_enabled`], unless the environment sets `DENSUM_WINOGRAD_WEIGHT_GRAD=0` (see the
+/// module documentation).
+pub fn winograd_weight_grad_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| winograd_enabled() && switch_on("DENSUM_WINOGRAD_WEIGHT_GRAD"))
 }
 
 /// The operations [`with_generic`] can send to Burn's generic path one at a time.

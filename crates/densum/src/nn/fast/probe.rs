@@ -57,6 +57,9 @@ pub enum Kernel {
     /// Convolution weight gradient of a 3x3 convolution with the input read in place by the
     /// tile kernel (see `conv/direct.rs`).
     ConvWeightGradDirect,
+    /// Convolution weight gradient of a stride-1 3x3 convolution through Winograd's F(2x2,
+    /// 3x3) (see `conv/winograd/weight_grad.rs`).
+    ConvWeightGradWinograd,
     /// Burn's own convolution (forward or gradient) inside the extension, for a case the kernels
     /// do not cover (dtype, groups, dilation, asymmetric padding).
     ConvGeneric,
@@ -103,7 +106,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in declaration order (the counters' order).
-    pub const ALL: [Kernel; 36] = [
+    pub const ALL: [Kernel; 37] = [
         Kernel::ConvGemm,
         Kernel::ConvGemmBatch,
         Kernel::ConvTilePointwise,
@@ -120,6 +123,7 @@ impl Kernel {
         Kernel::ConvInputGradWinograd4,
         Kernel::ConvWeightGrad,
         Kernel::ConvWeightGradDirect,
+        Kernel::ConvWeightGradWinograd,
         Kernel::ConvGeneric,
         Kernel::BatchNormStats,
         Kernel::BatchNormApply,

@@ -24,14 +24,21 @@ use crate::nn::fast::matmul::{gemm, gemm_on, gemm_raw};
 use crate::nn::fast::probe::{self, Kernel};
 use crate::nn::fast::tile_gemm::PackedA;
 
-/// Weight gradient `[O, C, kh, kw]`: images split into one chunk per thread, each chunk
-/// accumulating its own partial sum, partial sums added at the end.
+/// Weight gradient `[O, C, kh, kw]`: through Winograd's F(2x2, 3x3) for stride-1 3x3
+/// convolutions with enough channels ([`winograd::weight_grad_applies`]), in place on the tile
+/// kernel for other 3x3 ones ([`direct::weight_grad_applies`]), otherwise im2col + GEMM with
+/// images split into one chunk per thread, each chunk accumulating its own partial sum,
+/// partial sums added at the end.
 ///
 /// The GEMM's orientation follows the shape: gemm's kernels are up to 8x slower on the
 /// small-`O`, long-`P` products of early layers when the destination is `[O, K]` row-major,
 /// and on small-`K` ones when it is column-major (measured over ResNet-50's shapes), so the
 /// destination is `dWᵀ` (column-major `[O, K]`) whenever `K ≥ O`, transposed once at the end.
 pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if winograd::weight_grad_applies(g) {
+        probe::hit(Kernel::ConvWeightGradWinograd);
+        return winograd::weight_grad(g, x, dy);
+    }
     if direct::weight_grad_applies(g) {
         probe::hit(Kernel::ConvWeightGradDirect);
         return direct::weight_grad(g, x, dy);

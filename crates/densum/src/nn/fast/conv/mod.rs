@@ -12,8 +12,9 @@
 //! - `direct.rs`: strided 3x3 convolutions on small planes, and 3x3 weight gradients, read in
 //!   place by the tile kernel, output channels across the lanes (no im2col);
 //! - `winograd.rs`: stride-1 3x3 convolutions (and their input gradients) through Winograd's
-//!   F(2x2, 3x3), 2.25x fewer multiplications, and `winograd/f4.rs`: F(4x4, 3x3) on planes at
-//!   least 28 wide, 4x fewer;
+//!   F(2x2, 3x3), 2.25x fewer multiplications, `winograd/f4.rs`: F(4x4, 3x3) on planes at
+//!   least 28 wide, 4x fewer, and `winograd/weight_grad.rs`: their weight gradients through
+//!   F(2x2, 3x3) where the channels make it pay;
 //! - `grad.rs`: weight gradient `dW[O, C·kh·kw] += dY_n · col(X_n)ᵀ`, input gradient
 //!   `col(dX_n) = Wᵀ · dY_n` then col2im, or a tiled forward of the rotated weights; on small
 //!   planes with large weights each of them as one product over the whole batch;

@@ -15,7 +15,7 @@
 //! once per call (`U`), the input a chunk of tile rows at a time (`V`, sized to stay in cache),
 //! and the 16 products run on [`tile_gemm`](crate::nn::fast::tile_gemm). Chunks of tile rows
 //! run in parallel and may span images, so small planes still get long products. The weight
-//! gradient stays direct: its Winograd form measured no faster (docs/results/speed.md).
+//! gradient, the algorithm transposed, is in `winograd/weight_grad.rs` (F(2x2, 3x3) only).
 //!
 //! The transforms' coefficients are 0, ±1 and ½, so rounding stays at the level of the direct
 //! convolution's (tests/fast_paths.rs compares values and gradients with Burn's convolution).
@@ -32,6 +32,9 @@ use crate::nn::fast::epilogue::Epilogue;
 use crate::nn::fast::tile_gemm::{PackedA, product, strided_rows};
 
 mod f4;
+mod weight_grad;
+
+pub(super) use weight_grad::weight_grad;
 
 /// Transformed positions of a 4x4 tile: one matrix product each.
 const XI: usize = 16;
@@ -72,6 +75,25 @@ pub(super) fn applies(g: &Geom) -> bool {
         && g.o >= MIN_CHANNELS
         && g.w >= MIN_WIDTH
 }
+
+/// Whether `g`'s weight gradient runs through Winograd's F(2x2, 3x3) ([`weight_grad`]): the
+/// convolutions [`applies`] takes, with enough channels that the products saved (in proportion
+/// to `C·O` per tile) outweigh the transforms (to `C + O`): `C·O / (C + O)` at least 32.
+/// Alone (`examples/weight_grad`, with and without `DENSUM_WINOGRAD_WEIGHT_GRAD=0` in turn, three
+/// pairs each, AMD Zen 4, 2 threads; docs/results/speed.md, session 18), Winograd took 0.67-0.69x
+/// the in-place direct gradient's time at 128 → 128 on 28x28 (batch 8), 0.74-0.78x (once
+/// 1.06x) at 64 → 64 on 56x56, 0.78-0.88x at 256 → 256 on 14x14, 0.68-0.75x at 128 → 128 on
+/// 16x16 (batch 64), 0.85-0.90x at 64 → 64 on 16x16 (batch 32; `C·O / (C + O)` = 32). Below 32
+/// it lost: DenseNet-121's 128 → 32 (25.6) 0.89-1.87x on 28x28 and 1.28-1.44x on 14x14 (though
+/// 0.83-0.90x on 56x56), 32 → 32 on 16x16 (16) 1.00-1.20x.
+pub(super) fn weight_grad_applies(g: &Geom) -> bool {
+    crate::nn::fast::winograd_weight_grad_enabled()
+        && applies(g)
+        && g.c * g.o >= WEIGHT_GRAD_MIN_HARMONIC * (g.c + g.o)
+}
+
+/// See [`weight_grad_applies`].
+const WEIGHT_GRAD_MIN_HARMONIC: usize = 32;
 
 /// Winograd's tile sizes: F(2x2, 3x3) or F(4x4, 3x3) ([`f4`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,6 +283,17 @@ fn transform_input(
     let (re, ro) = (&mut re[..len + 1], &mut ro[..len + 1]);
     let full = g.w / 2;
     for c in 0..g.c {
+        // The next channel's rows of these tile rows, fetched while this one is transformed:
+        // the chunk reads each plane a few rows at a time, too little for the CPU's own
+        // prefetching to follow (docs/results/speed.md, session 18).
+        if c + 1 < g.c {
+            for r in rows.clone() {
+                let (n, ty) = (r / th, r % th);
+                let y0 = (2 * ty).min(g.h - 1);
+                let y1 = (2 * ty + 2).min(g.h);
+                prefetch(&x[(n * g.c + c + 1) * hw + y0 * g.w..][..(y1 - y0) * g.w]);
+            }
+        }
         for i in 0..4 {
             let e_all = &mut even[i * (tb + 1)..][..len + 1];
             let o_all = &mut odd[i * (tb + 1)..][..len + 1];
@@ -417,4 +450,20 @@ unsafe fn transform_output(
             }
         }
     }
+}
+
+/// Asks for the cache lines of `values` ahead of their use (a hint; nothing off x86-64).
+#[inline(always)]
+pub(super) fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in values.chunks(16) {
+        // SAFETY: a prefetch only hints at an address inside `values`; it reads nothing.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }
