@@ -27,10 +27,17 @@ use crate::nn::fast::tile_gemm::{Isa, gathered_product};
 
 /// Values of `V` and `M` per chunk (2 MB, as the forward's): in L2 or close to it between the
 /// transforms and the products. Twice as large chunks measured 1.2-1.3x slower at 64 and 128
-/// channels (ResNet-50's 64 → 64 at 56x56, 128 → 128 at 28x28, batch 8); at 256 channels the
-/// products' depth is then 64 tiles and the partial `dU_ξ` (256 KB) is read and written once
-/// per 64 depth steps, which measured no slower than 128.
+/// channels alone (ResNet-50's 64 → 64 at 56x56, 128 → 128 at 28x28, batch 8).
 const CHUNK_VALUES: usize = 512 * 1024;
+
+/// Fewest tiles per chunk (the products' depth), whatever [`CHUNK_VALUES`] gives: each chunk's
+/// products read and write the thread's whole partial `dUᵀ` (4 MB at 256 channels both ways),
+/// so at 256 → 256 on 14x14 a depth of 64 tiles spent a quarter of the gradient on that. Inside
+/// a ResNet-50 ImageNet training step (`densum bench resnet50 --dataset imagenet --batch 8
+/// --mode train --conv-profile`, three rounds, AMD Zen 4), 256 → 256 at 14x14 took 54.6-60.5 ms
+/// per step with 64, 42.8-47.2 with 128 and 41.0-42.2 with 256; 128 → 128 at 28x28 21.3-24.5,
+/// 21.0-22.8 and 23.4-30.2.
+const MIN_DEPTH: usize = 192;
 
 /// Weight gradient `[O, C, 3, 3]` of `g` (3x3, stride 1, padding 1, the plane kept: what
 /// [`super::applies`] checks) from its input `x` and output gradient `dy`. Tile rows split into
@@ -47,7 +54,9 @@ pub(in super::super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32>
     let tile_rows = g.n * th;
     let threads = rayon::current_num_threads().clamp(1, tile_rows.max(1));
     let per_thread = tile_rows.div_ceil(threads).max(1);
-    let per = (CHUNK_VALUES / (XI * (g.c + g.o) * ne).max(1)).clamp(1, per_thread);
+    let per = (CHUNK_VALUES / (XI * (g.c + g.o) * ne).max(1))
+        .max(MIN_DEPTH.div_ceil(ne))
+        .clamp(1, per_thread);
     let tb = per * ne;
     // V_ξ[c, t] at v[(ξ·C + c)·tb + t]; M_ξ[t, o] at m[(ξ·tb + t)·O + o].
     let rows_v: Vec<usize> = (0..XI * g.c).map(|r| r * tb).collect();
