@@ -32,7 +32,7 @@
 use std::ops::Range;
 
 use super::super::geom::Geom;
-use super::{packed_transform, run_chunks};
+use super::{packed_transform, prefetch, run_chunks};
 use crate::nn::fast::buffer::SharedOut;
 use crate::nn::fast::epilogue::{Epilogue, write_out};
 use crate::nn::fast::tile_gemm::PackedA;
@@ -277,6 +277,19 @@ fn transform_input(
     let (comb, rest) = rest.split_at_mut(XI * tb);
     let padded = &mut rest[..TILE * tw + 2];
     for c in 0..g.c {
+        // The next channel's rows of these tile rows, fetched while this one is transformed,
+        // as in F(2x2, 3x3)'s input transform: inside a ResNet-50 ImageNet training step the
+        // forwards and input gradients of 64 → 64 at 56x56 and 128 → 128 at 28x28 took
+        // 0.77-0.98x (median of four pairs 0.93x) the time without it (`densum bench resnet50
+        // --dataset imagenet --batch 8 --mode train --conv-profile`, AMD Zen 4).
+        if c + 1 < g.c {
+            for r in rows.clone() {
+                let (n, ty) = (r / th, r % th);
+                let y0 = (TILE * ty).min(g.h - 1);
+                let y1 = (TILE * ty + TILE).min(g.h);
+                prefetch(&x[(n * g.c + c + 1) * hw + y0 * g.w..][..(y1 - y0) * g.w]);
+            }
+        }
         for i in 0..ALPHA {
             for (local, r) in rows.clone().enumerate() {
                 let (n, ty) = (r / th, r % th);
