@@ -222,9 +222,13 @@ pub fn image_folder(root: &Path, classes: &[&str], per_class: u32) -> Vec<PathBu
 
 /// A fresh temporary folder, unique per call (under the OS temp dir).
 pub fn tmp(name: &str) -> PathBuf {
+    // One directory per call: two tests building the same fixture (`loader.rs`'s `cifar(20)`)
+    // ran at once in one process, and one read a file the other had just emptied to rewrite.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = std::env::temp_dir()
         .join(format!("densum-data-tests-{}", std::process::id()))
-        .join(name);
+        .join(format!("{name}-{call}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
