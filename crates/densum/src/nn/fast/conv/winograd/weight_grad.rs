@@ -278,31 +278,23 @@ fn kernel_grad(g: &Geom, partials: &[Vec<f32>]) -> Vec<f32> {
                     [] => d.fill(0.0),
                 }
             }
-            // Each row of dU times G (4 → 3 values), then Gᵀ over the rows: fin[i·3 + j][o].
+            // Each row of dU times G (4 → 3 values), then Gᵀ over the rows: fin[j·3 + i][o].
             for (a, dst) in rg.chunks_exact_mut(3 * o).enumerate() {
                 let u = |b: usize| &du[(a * 4 + b) * o..][..o];
                 gt_rows(dst, [u(0), u(1), u(2), u(3)], o);
             }
-            for j in 0..3 {
+            for (j, dst) in fin.chunks_exact_mut(3 * o).enumerate() {
                 let r = |a: usize| &rg[(a * 3 + j) * o..][..o];
-                let (d0, rest) = fin.split_at_mut(3 * o);
-                let (d1, d2) = rest.split_at_mut(3 * o);
-                let [a, b, d, e] = [r(0), r(1), r(2), r(3)];
-                for oc in 0..o {
-                    let [x, y, z] = gt_times([a[oc], b[oc], d[oc], e[oc]]);
-                    d0[j * o + oc] = x;
-                    d1[j * o + oc] = y;
-                    d2[j * o + oc] = z;
-                }
+                gt_rows(dst, [r(0), r(1), r(2), r(3)], o);
             }
             for oc in 0..o {
-                for t in 0..9 {
-                    // SAFETY: (oc, cc, t) lies inside dW, and only this task writes input
+                for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+                    // SAFETY: (oc, cc, i, j) lies inside dW, and only this task writes input
                     // channel cc's values.
                     unsafe {
                         out.0
-                            .add(oc * k + cc * 9 + t)
-                            .write(MaybeUninit::new(fin[t * o + oc]))
+                            .add(oc * k + cc * 9 + i * 3 + j)
+                            .write(MaybeUninit::new(fin[(j * 3 + i) * o + oc]))
                     };
                 }
             }
