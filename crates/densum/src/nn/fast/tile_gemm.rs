@@ -21,8 +21,8 @@ use rayon::prelude::*;
 
 use super::buffer::{SharedOut, assume_init, uninit_buffer};
 
-/// Rows of `A` per register tile.
-const MR: usize = 6;
+/// Rows of `A` per register tile (a panel of [`PackedA`]).
+pub const MR: usize = 6;
 /// Columns of `C` per register tile: two 8-wide vectors, so a full tile keeps 12 accumulators,
 /// two `B` vectors and one broadcast in the 16 AVX registers (a 4x24 tile needs all 16, and
 /// it ran slower in a first benchmark of this session's, which was not kept).
@@ -110,43 +110,48 @@ pub struct PackedA {
 impl PackedA {
     /// Packs `A` given by element: `a(row, depth)`, panels in parallel.
     pub fn new(m: usize, k: usize, a: impl Fn(usize, usize) -> f32 + Sync) -> Self {
-        let mut one = Self::new_many(1, m, k, |r, d, v| v[0] = a(r, d));
+        let mut one = Self::new_many(1, m, k, |rows, d, v| {
+            for (v, r) in v.iter_mut().zip(rows) {
+                *v = a(r, d);
+            }
+        });
         one.pop().expect("new_many returns `count` matrices")
     }
 
-    /// Packs `count` matrices `A_i[M, K]` at once, panels in parallel: `fill(row, depth,
-    /// values)` writes element `(row, depth)` of every matrix into `values[i]`.
+    /// Packs `count` matrices `A_i[M, K]` at once, panels in parallel: `fill(rows, depth,
+    /// values)` writes elements `(r, depth)` of every matrix for the panel's rows `r` in `rows`
+    /// (at most [`MR`]), matrix `i`'s at `values[i·MR + r − rows.start]`; the panel's rows past
+    /// `M` are zeros.
     ///
-    /// Why: the Winograd weight transform computes all 16 transformed positions of a kernel
-    /// together; through [`PackedA::new`] it kept them in a temporary, then packed each matrix
-    /// in one serial pass, which took a quarter of a 256 → 256 3x3 convolution at 14x14 (2.0
-    /// ms of 8.7 per forward inside `densum bench resnet50 --dataset imagenet --batch 8`, AMD
-    /// Zen 4, 2 threads; 1.0 ms this way).
+    /// Why: the Winograd weight transform computes all 16 (or 36) transformed positions of a
+    /// kernel together; through [`PackedA::new`] it kept them in a temporary, then packed each
+    /// matrix in one serial pass, which took a quarter of a 256 → 256 3x3 convolution at 14x14
+    /// (2.0 ms of 8.7 per forward inside `densum bench resnet50 --dataset imagenet --batch 8`,
+    /// AMD Zen 4, 2 threads; 1.0 ms this way). A panel's rows at once, so each matrix gets
+    /// [`MR`] values in a row and the transform can run across the rows.
     pub fn new_many(
         count: usize,
         m: usize,
         k: usize,
-        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+        fill: impl Fn(std::ops::Range<usize>, usize, &mut [f32]) + Sync,
     ) -> Vec<Self> {
         let panels = m.div_ceil(MR);
         let len = panels * k * MR;
         let mut data: Vec<Vec<MaybeUninit<f32>>> = (0..count).map(|_| uninit_buffer(len)).collect();
         let outs: Vec<SharedOut> = data.iter_mut().map(|d| SharedOut(d.as_mut_ptr())).collect();
         (0..panels).into_par_iter().for_each(|panel| {
-            let mut values = vec![0f32; count];
-            for row in 0..MR {
-                let r = panel * MR + row;
-                for d in 0..k {
-                    if r < m {
-                        fill(r, d, &mut values);
-                    } else {
-                        values.fill(0.0);
-                    }
-                    let at = (panel * k + d) * MR + row;
-                    for (out, &v) in outs.iter().zip(&values) {
-                        // SAFETY: `at` lies inside every buffer (`len` values), and this
-                        // panel's values are written by this task only.
-                        unsafe { out.0.add(at).write(MaybeUninit::new(v)) };
+            let rows = panel * MR..(panel * MR + MR).min(m);
+            // Zeros stay in the rows past `m`; `fill` overwrites the others.
+            let mut values = vec![0f32; count * MR];
+            for d in 0..k {
+                fill(rows.clone(), d, &mut values);
+                let at = (panel * k + d) * MR;
+                for (out, v) in outs.iter().zip(values.chunks_exact(MR)) {
+                    // SAFETY: `at..at + MR` lies inside every buffer (`len` values), and this
+                    // panel's values are written by this task only.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), MR) };
+                    for (d, &v) in dst.iter_mut().zip(v) {
+                        d.write(v);
                     }
                 }
             }
