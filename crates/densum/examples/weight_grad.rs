@@ -1,13 +1,16 @@
-//! Time one 3x3 stride-1 convolution's weight gradient alone, on the kernel densum picks for
-//! it (printed), through the Flex extension's `conv2d_w_grad`: the mean and best of `reps`
-//! calls after one warm-up call. Run it twice, the second time with
+//! Time one 3x3 stride-1 convolution's weight gradient alone (or, with `--pass forward` or
+//! `--pass input`, its forward or input gradient), on the kernel densum picks for it
+//! (printed), through the Flex extension (`conv2d_w_grad`, `fast_conv2d`, `conv2d_x_grad`):
+//! the mean, median and best of `reps` calls after one warm-up call. Run it twice, the second time with
 //! `DENSUM_WINOGRAD_WEIGHT_GRAD=0`, to compare Winograd's F(2x2, 3x3) with the in-place direct
 //! kernel on one shape; tools/ab.sh-style alternation of the two runs keeps a drifting machine
 //! from favouring either. Used for the thresholds of `conv/winograd.rs`'s
 //! `weight_grad_applies` (docs/results/speed.md, session 18).
 //!
 //! `RAYON_NUM_THREADS=2 cargo run --release -p densum --example weight_grad -- N C O SIDE
-//! [REPS]`, e.g. `8 256 256 14` for ResNet-50's 256 → 256 at 14x14, batch 8.
+//! [REPS] [--pass weight|forward|input]`, e.g. `8 256 256 14` for ResNet-50's 256 → 256 at
+//! 14x14, batch 8. Two builds' binaries run in turn compare a change to a kernel on one shape
+//! (the Winograd weight transform's, session 19).
 
 use std::time::Instant;
 
@@ -19,12 +22,21 @@ use densum::nn::fast::conv::FastConvBackend;
 use densum::nn::fast::probe;
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let pass = match raw.iter().position(|a| a == "--pass") {
+        Some(i) => raw.get(i + 1).map(String::as_str).unwrap_or("").to_string(),
+        None => "weight".to_string(),
+    };
+    if !["weight", "forward", "input"].contains(&pass.as_str()) {
+        panic!("--pass takes weight, forward or input, not {pass:?}");
+    }
+    let args: Vec<usize> = raw
+        .iter()
+        .filter(|a| !a.starts_with("--") && **a != pass)
         .map(|a| a.parse().expect("N C O SIDE [REPS]: whole numbers"))
         .collect();
     let [n, c, o, side] = args[..4] else {
-        panic!("usage: weight_grad N C O SIDE [REPS]");
+        panic!("usage: weight_grad N C O SIDE [REPS] [--pass weight|forward|input]");
     };
     let reps = args.get(4).copied().unwrap_or(10).max(1);
     // As the CLI does, so large outputs reuse freed memory instead of fresh pages.
@@ -43,9 +55,13 @@ fn main() {
         tensor(vec![n, o, side, side]),
     );
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-    let call = || Flex::conv2d_w_grad(x.clone(), w.clone(), dy.clone(), options.clone());
+    let call = || match pass.as_str() {
+        "forward" => Flex::fast_conv2d(x.clone(), w.clone(), options.clone()),
+        "input" => Flex::conv2d_x_grad(x.clone(), w.clone(), dy.clone(), options.clone()),
+        _ => Flex::conv2d_w_grad(x.clone(), w.clone(), dy.clone(), options.clone()),
+    };
     let (_, ran) = probe::counted(call);
-    let times: Vec<f64> = (0..reps)
+    let mut times: Vec<f64> = (0..reps)
         .map(|_| {
             let start = Instant::now();
             drop(call());
@@ -53,6 +69,9 @@ fn main() {
         })
         .collect();
     let mean = times.iter().sum::<f64>() / reps as f64;
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    println!("{n}x{c}->{o}@{side}: mean {mean:.3} ms, best {best:.3} ms ({ran:?})");
+    times.sort_by(f64::total_cmp);
+    let (median, best) = (times[reps / 2], times[0]);
+    println!(
+        "{pass} {n}x{c}->{o}@{side}: mean {mean:.3} ms, median {median:.3} ms, best {best:.3} ms ({ran:?})"
+    );
 }
