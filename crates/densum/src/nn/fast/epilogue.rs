@@ -70,15 +70,6 @@ impl Epilogue<'_> {
         }
     }
 
-    /// `f(v·scale[o] + shift[o] + residual[at])` for one value of output channel `o`.
-    pub(crate) fn value(&self, o: usize, v: f32, at: usize) -> f32 {
-        let mut v = v * self.scale[o] + self.shift[o];
-        if let Some(r) = self.residual {
-            v += r[at];
-        }
-        if self.relu { v.max(0.0) } else { v }
-    }
-
     /// `y = f(y·scale[o] + shift[o] + residual)` over an image's output `[O, P]` (starting at
     /// output offset `at`), in place.
     pub(crate) fn apply(&self, y: &mut [f32], p: usize, at: usize) {
