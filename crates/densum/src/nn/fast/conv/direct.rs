@@ -224,32 +224,50 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let positions: Vec<usize> = (0..g.oh)
         .flat_map(|oy| (0..g.ow).map(move |ox| oy * g.stride[0] * wp + ox * g.stride[1]))
         .collect();
-    let dyt_rows = strided_rows(p, o);
     let (img_in, img_out, padded_len) = (g.c * g.h * g.w, o * p, g.c * plane);
+    // Images per product: on small planes several images' positions make one product's depth
+    // (each product reads and writes the whole partial dWᵀ, which one image's 16 or 64
+    // positions hardly pay for). ResNet-50 0.25x CIFAR's 3x3 weight gradients per training
+    // step, image by image → grouped: 64 → 64 at 8x8 8.36-8.93 → 8.07-8.53 ms, 128 → 128 at
+    // 4x4 4.12-4.45 → 3.27-3.56, all of them 31.8-34.6 → 29.7-32.3 (three pairs, `densum
+    // bench resnet50 --dataset cifar100 --width 0.25 --batch 64 --mode train --conv-profile`,
+    // AMD Zen 4); groups of 512 positions were slower again (29.2-34.4 → 31.3-44.4).
+    let group = (POSITION_BLOCK / p.max(1)).max(1);
+    let group_positions: Vec<usize> = (0..group)
+        .flat_map(|i| positions.iter().map(move |&q| i * padded_len + q))
+        .collect();
+    let dyt_rows = strided_rows(group * p, o);
     let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
     let per = g.n.div_ceil(threads).max(1);
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
             let mut dwt = vec![0.0f32; k * o];
-            with_scratch(padded_len + p * o, |buf| {
-                let (padded, dyt) = buf.split_at_mut(padded_len);
-                for img in t * per..((t + 1) * per).min(g.n) {
-                    pad(g, &x[img * img_in..][..img_in], padded, hp, wp);
-                    // dYᵀ [P, O] of this image.
-                    let dy_n = &dy[img * img_out..][..img_out];
-                    for (oc, row) in dy_n.chunks_exact(p).enumerate() {
-                        for (q, &v) in row.iter().enumerate() {
-                            dyt[q * o + oc] = v;
+            let images = t * per..((t + 1) * per).min(g.n);
+            with_scratch(group * (padded_len + p * o), |buf| {
+                let (padded, dyt) = buf.split_at_mut(group * padded_len);
+                for first in images.clone().step_by(group) {
+                    let m = group.min(images.end - first);
+                    for i in 0..m {
+                        let img = first + i;
+                        let x_n = &x[img * img_in..][..img_in];
+                        pad(g, x_n, &mut padded[i * padded_len..][..padded_len], hp, wp);
+                        // dYᵀ [P, O] of this image, after the group's earlier images'.
+                        let dy_n = &dy[img * img_out..][..img_out];
+                        let dyt_n = &mut dyt[i * p * o..][..p * o];
+                        for (oc, row) in dy_n.chunks_exact(p).enumerate() {
+                            for (q, &v) in row.iter().enumerate() {
+                                dyt_n[q * o + oc] = v;
+                            }
                         }
                     }
-                    for d0 in (0..p).step_by(POSITION_BLOCK) {
-                        let d1 = (d0 + POSITION_BLOCK).min(p);
+                    for d0 in (0..m * p).step_by(POSITION_BLOCK) {
+                        let d1 = (d0 + POSITION_BLOCK).min(m * p);
                         gathered_product(
                             Isa::detected(),
                             padded,
                             &taps,
-                            &positions[d0..d1],
+                            &group_positions[d0..d1],
                             dyt,
                             &dyt_rows[d0..d1],
                             o,
@@ -278,5 +296,6 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dw
 }
 
-/// Output positions per depth block of [`weight_grad`]: 256 rows of a 64-lane `dYᵀ` are 64 KB.
+/// Output positions per depth block of [`weight_grad`] (of one image, or of a group of images
+/// on small planes): 256 rows of a 64-lane `dYᵀ` are 64 KB.
 const POSITION_BLOCK: usize = 256;
