@@ -163,11 +163,11 @@ fn packed_transform<const A: usize>(
 ) -> Vec<PackedA> {
     // All A·A values of a panel's kernels at once, written straight into the packed matrices,
     // each step across the panel's rows. `g_rows` is inlined (as a function pointer it was one
-    // indirect call per row of G, 14 % of a 512 → 512 forward at 7x7 under `perf`): forwards
-    // at 256 → 256 on 14x14 and 128 → 128 on 28x28 (batch 8) took 0.83-0.88x and 0.81-0.95x
-    // the time, 64 → 64 on 56x56 and 32 → 32 on 16x16 the same (0.98-1.11x; four pairs each,
-    // two builds in turn, `examples/weight_grad N C O SIDE 15 --pass forward`, AMD Zen 4, 2
-    // threads).
+    // indirect call per row of G: 14 % of the samples of an experimental 512 → 512 Winograd
+    // forward at 7x7 under `perf`, speed.md session 19): forwards at 256 → 256 on 14x14 and
+    // 128 → 128 on 28x28 (batch 8) took 0.83-0.88x and 0.81-0.95x the time, 64 → 64 on 56x56
+    // and 32 → 32 on 16x16 the same (0.98-1.11x; four pairs each, two builds in turn,
+    // `examples/weight_grad N C O SIDE 15 --pass forward`, AMD Zen 4, 2 threads).
     PackedA::new_many(A * A, o, c, |rows, cc, u| {
         // kernel[i][j][lane] = g_{row, cc}[i][j].
         let mut kernel = [[[0f32; MR]; 3]; 3];
