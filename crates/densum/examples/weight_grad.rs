@@ -1,10 +1,10 @@
 //! Time one 3x3 stride-1 convolution's weight gradient alone (or, with `--pass forward` or
 //! `--pass input`, its forward or input gradient), on the kernel densum picks for it
 //! (printed), through the Flex extension (`conv2d_w_grad`, `fast_conv2d`, `conv2d_x_grad`):
-//! the mean, median and best of `reps` calls after one warm-up call. Run it twice, the second time with
-//! `DENSUM_WINOGRAD_WEIGHT_GRAD=0`, to compare Winograd's F(2x2, 3x3) with the in-place direct
-//! kernel on one shape; tools/ab.sh-style alternation of the two runs keeps a drifting machine
-//! from favouring either. Used for the thresholds of `conv/winograd.rs`'s
+//! the mean, median and best of `reps` calls after one warm-up call. Run the weight gradient
+//! twice, the second time with `DENSUM_WINOGRAD_WEIGHT_GRAD=0`, to compare Winograd's F(2x2,
+//! 3x3) with the in-place direct kernel on one shape; tools/ab.sh-style alternation of the two
+//! runs keeps a drifting machine from favouring either. Used for the thresholds of `conv/winograd.rs`'s
 //! `weight_grad_applies` (docs/results/speed.md, session 18).
 //!
 //! `RAYON_NUM_THREADS=2 cargo run --release -p densum --example weight_grad -- N C O SIDE

@@ -89,18 +89,14 @@ pub(super) fn forward(
         }
     }
     let wt_rows = strided_rows(k, o);
-    let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
-    let plane = hp * wp;
-    // Offset of tap (c, ki, kj) and of output position (oy, ox) in the padded image.
-    let depth: Vec<usize> = (0..g.c)
-        .flat_map(|c| {
-            (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| c * plane + ki * wp + kj))
-        })
-        .collect();
-    let positions: Vec<usize> = (0..g.oh)
-        .flat_map(|oy| (0..g.ow).map(move |ox| oy * g.stride[0] * wp + ox * g.stride[1]))
-        .collect();
-    let (img_in, img_out, padded_len) = (g.c * g.h * g.w, o * p, g.c * plane);
+    let Padded {
+        hp,
+        wp,
+        len: padded_len,
+        taps: depth,
+        positions,
+    } = Padded::of(g);
+    let (img_in, img_out) = (g.c * g.h * g.w, o * p);
     // Images per task: their padded copies and outputs within L2, so the depth blocks below
     // are reused over all of the group's positions; the groups come in a multiple of the
     // threads and as even as the batch allows (with the largest groups that fit, 64 images at
@@ -110,9 +106,7 @@ pub(super) fn forward(
     let largest = (GROUP_VALUES / (padded_len + p * o).max(1)).max(1);
     let groups = g.n.div_ceil(largest).div_ceil(threads) * threads;
     let group = g.n.div_ceil(groups.max(1)).max(1);
-    let group_positions: Vec<usize> = (0..group)
-        .flat_map(|i| positions.iter().map(move |&q| i * padded_len + q))
-        .collect();
+    let group_positions = in_group(&positions, group, padded_len);
     let mut y = uninit_buffer(g.n * img_out);
     y.par_chunks_mut((group * img_out).max(1))
         .zip(x.par_chunks((group * img_in).max(1)))
@@ -171,6 +165,47 @@ pub(super) fn forward(
     unsafe { assume_init(y) }
 }
 
+/// Where [`forward`] and [`weight_grad`] read an image's zero-padded copy `[C, hp, wp]`.
+struct Padded {
+    hp: usize,
+    wp: usize,
+    /// Values of one image's padded copy.
+    len: usize,
+    /// Offset of each tap `(c, ki, kj)`, in the order of `W`'s columns.
+    taps: Vec<usize>,
+    /// Offset of each output position `(oy, ox)`'s window.
+    positions: Vec<usize>,
+}
+
+impl Padded {
+    fn of(g: &Geom) -> Padded {
+        let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
+        let plane = hp * wp;
+        let taps = (0..g.c)
+            .flat_map(|c| {
+                (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| c * plane + ki * wp + kj))
+            })
+            .collect();
+        let positions = (0..g.oh)
+            .flat_map(|oy| (0..g.ow).map(move |ox| oy * g.stride[0] * wp + ox * g.stride[1]))
+            .collect();
+        Padded {
+            hp,
+            wp,
+            len: g.c * plane,
+            taps,
+            positions,
+        }
+    }
+}
+
+/// `positions` of each of `group` padded copies laid end to end, `len` values apart.
+fn in_group(positions: &[usize], group: usize, len: usize) -> Vec<usize> {
+    (0..group)
+        .flat_map(|i| positions.iter().map(move |&q| i * len + q))
+        .collect()
+}
+
 /// Copies image `x[C, H, W]` into zero-padded planes `[C, hp, wp]`.
 fn pad(g: &Geom, x: &[f32], out: &mut [f32], hp: usize, wp: usize) {
     let [top, left] = g.pad;
@@ -214,17 +249,14 @@ const MAX_WEIGHT_GRAD_VALUES: usize = 1 << 20;
 /// Images split over the threads, each summing its own partial `dWᵀ`.
 pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p, o) = (g.k(), g.p(), g.o);
-    let (hp, wp) = (g.h + 2 * g.pad[0], g.w + 2 * g.pad[1]);
-    let plane = hp * wp;
-    let taps: Vec<usize> = (0..g.c)
-        .flat_map(|c| {
-            (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| c * plane + ki * wp + kj))
-        })
-        .collect();
-    let positions: Vec<usize> = (0..g.oh)
-        .flat_map(|oy| (0..g.ow).map(move |ox| oy * g.stride[0] * wp + ox * g.stride[1]))
-        .collect();
-    let (img_in, img_out, padded_len) = (g.c * g.h * g.w, o * p, g.c * plane);
+    let Padded {
+        hp,
+        wp,
+        len: padded_len,
+        taps,
+        positions,
+    } = Padded::of(g);
+    let (img_in, img_out) = (g.c * g.h * g.w, o * p);
     // Images per product: on small planes several images' positions make one product's depth
     // (each product reads and writes the whole partial dWᵀ, which one image's 16 or 64
     // positions hardly pay for). ResNet-50 0.25x CIFAR's 3x3 weight gradients per training
@@ -233,9 +265,7 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // bench resnet50 --dataset cifar100 --width 0.25 --batch 64 --mode train --conv-profile`,
     // AMD Zen 4); groups of 512 positions were slower again (29.2-34.4 → 31.3-44.4).
     let group = (POSITION_BLOCK / p.max(1)).max(1);
-    let group_positions: Vec<usize> = (0..group)
-        .flat_map(|i| positions.iter().map(move |&q| i * padded_len + q))
-        .collect();
+    let group_positions = in_group(&positions, group, padded_len);
     let dyt_rows = strided_rows(group * p, o);
     let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
     let per = g.n.div_ceil(threads).max(1);
