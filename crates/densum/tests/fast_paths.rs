@@ -549,6 +549,39 @@ fn fused_batch_norm_relu_matches_generic() {
     check_norm(true, [5, 5]);
 }
 
+/// The fused batch norm + ReLU's backward recomputes the ReLU's mask from its input: its
+/// input gradient must equal, to the bit, the plain fused batch norm's with the output
+/// gradient masked where the forward's output is zero.
+#[test]
+fn fused_batch_norm_relu_mask_is_the_forwards() {
+    use burn::module::{Module, Param};
+    use burn::nn::BatchNormConfig;
+    use densum::nn::batch_norm_forward;
+
+    let device = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let c = 4;
+    let bn = burn::nn::BatchNorm {
+        gamma: Param::from_tensor(Tensor::random([c], normal, &device)),
+        beta: Param::from_tensor(Tensor::random([c], normal, &device)),
+        ..BatchNormConfig::new(c).init(&device)
+    }
+    .train();
+    let x = Tensor::<4>::random([3, c, 6, 5], Distribution::Normal(0.3, 2.0), &device);
+    let dy = Tensor::<4>::random([3, c, 6, 5], normal, &device);
+    let input_grad = |relu: bool, dy: Tensor<4>| {
+        let xa = x.clone().require_grad();
+        let y = batch_norm_forward(&bn, xa.clone(), relu);
+        let grads = (y.clone() * dy).sum().backward();
+        (y.inner(), xa.grad(&grads).unwrap())
+    };
+    let (y, with_relu) = input_grad(true, dy.clone());
+    let masked = dy.inner().mask_fill(y.lower_equal_elem(0.0), 0.0);
+    let (_, without) = input_grad(false, Tensor::from_inner(masked));
+    let (a, b) = (with_relu.into_data(), without.into_data());
+    assert_eq!(a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+}
+
 #[test]
 fn fused_group_norm_matches_generic() {
     use burn::nn::GroupNormConfig;

@@ -46,7 +46,7 @@ use super::buffer::{assume_init, uninit_buffer};
 use super::conv::{FastConvBackend, conv_forward, fast_conv_options};
 use super::eltwise::{add_relu, relu_grad};
 use super::epilogue::Epilogue;
-use super::lanes::{lane_sum, lane_sums2, relu_mask};
+use super::lanes::{f32x8, lane_sum, lane_sums2, relu_mask};
 use super::probe::{self, Kernel};
 use super::tensor::{flex, values};
 use super::{Op, applies, chosen};
@@ -156,6 +156,17 @@ fn inv_std(stats: &[f32], c: usize, epsilon: f64) -> Vec<f32> {
         .collect()
 }
 
+/// The batch norm as a per-channel affine map `x·scale + shift`: `scale = γ/σ`, `shift = β −
+/// μ·scale`. The forward and the backward's recomputed ReLU mask both take it from here, so
+/// they agree to the bit.
+fn affine(gamma: &[f32], beta: &[f32], stats: &[f32], epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    let c = gamma.len();
+    let inv = inv_std(stats, c, epsilon);
+    let scale: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
+    let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats[i] * scale[i]).collect();
+    (scale, shift)
+}
+
 /// `f(x·scale + shift + residual)` per channel with the batch norm's scale and shift; the
 /// residual (shaped like `x`) only for [`FastNormBackend::batch_norm_apply_sum`].
 #[allow(clippy::too_many_arguments)]
@@ -173,9 +184,7 @@ fn apply_kernel(
         Some(_) => Kernel::BatchNormSum,
         None => Kernel::BatchNormApply,
     });
-    let inv = inv_std(stats, c, epsilon);
-    let scale: Vec<f32> = (0..c).map(|i| gamma[i] * inv[i]).collect();
-    let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats[i] * scale[i]).collect();
+    let (scale, shift) = affine(gamma, beta, stats, epsilon);
     let epilogue = Epilogue {
         scale: &scale,
         shift: &shift,
@@ -191,32 +200,41 @@ fn apply_kernel(
     unsafe { assume_init(out) }
 }
 
-/// `(dx, dγ, dβ)` of [`apply_kernel`] with batch statistics.
+/// `(dx, dγ, dβ)` of [`apply_kernel`] with batch statistics; with `relu` (`β` given), through
+/// the ReLU that followed it without a residual.
+///
+/// The ReLU's mask is recomputed from the input, `x·scale + shift > 0` with [`affine`]'s
+/// values (exactly the forward's output being positive), rather than read from the kept
+/// output: both passes read two activations instead of three. Why: these passes are bound by
+/// memory (an AVX2 build of them measured no faster, docs/results/speed.md).
 #[allow(clippy::too_many_arguments)]
 fn backward_kernel(
     x: &[f32],
     gamma: &[f32],
+    beta: Option<&[f32]>,
     stats: &[f32],
-    out: Option<&[f32]>,
     dy: &[f32],
     epsilon: f64,
-    relu: bool,
     (n, c, s): (usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     probe::hit(Kernel::BatchNormBackward);
     let inv = inv_std(stats, c, epsilon);
-    // The output gradient masked by the ReLU (`out` is only kept when fused with one) is
-    // recomputed in both passes rather than stored: two passes over the activation, no copy.
-    let mask = out.filter(|_| relu);
+    let relu = beta.map(|beta| affine(gamma, beta, stats, epsilon));
     // Σg and Σg·(x − μ) per plane, in memory order, then Σg and Σg·x̂ per channel.
     let planes = per_plane(dy, s, |plane, g| {
         let off = plane * s;
         let (xs, mean) = (&x[off..off + s], stats[plane % c]);
-        match mask {
-            Some(o) => lane_sums2(g, xs, &o[off..off + s], |g, v, o| {
-                let g = relu_mask(g, o);
-                (g, g * (v - mean))
-            }),
+        match &relu {
+            Some((scale, shift)) => {
+                let (k, t) = (
+                    f32x8::splat(scale[plane % c]),
+                    f32x8::splat(shift[plane % c]),
+                );
+                lane_sums2(g, xs, xs, |g, v, _| {
+                    let g = relu_mask(g, v * k + t);
+                    (g, g * (v - mean))
+                })
+            }
             None => lane_sums2(g, xs, xs, |g, v, _| (g, g * (v - mean))),
         }
     });
@@ -241,12 +259,11 @@ fn backward_kernel(
             let mg = (sums[ci].0 / count) as f32;
             let mgx = (sums[ci].1 / count) as f32;
             let value = |g: f32, v: f32| k * (g - mg - (v - mean) * is * mgx);
-            match mask {
-                Some(o) => {
-                    for ((d, (&g, &v)), &o) in
-                        d.iter_mut().zip(g.iter().zip(xs)).zip(&o[off..off + s])
-                    {
-                        *d = MaybeUninit::new(value(if o > 0.0 { g } else { 0.0 }, v));
+            match &relu {
+                Some((scale, shift)) => {
+                    let (a, t) = (scale[ci], shift[ci]);
+                    for (d, (&g, &v)) in d.iter_mut().zip(g.iter().zip(xs)) {
+                        *d = MaybeUninit::new(value(if v * a + t > 0.0 { g } else { 0.0 }, v));
                     }
                 }
                 None => {
@@ -370,16 +387,19 @@ impl FastNormBackend for Flex {
     }
 }
 
-/// Saved for the backward pass: input, γ, statistics, output when fused with ReLU (all
-/// shared, not copied).
-type NormState = (
-    FlexTensor,
-    FlexTensor,
-    FlexTensor,
-    Option<FlexTensor>,
-    f64,
-    bool,
-);
+/// Saved for the backward pass (all shared, not copied).
+#[derive(Clone, Debug)]
+struct NormState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    stats: FlexTensor,
+    /// The output, kept only for a ReLU after a residual sum: its mask depends on the
+    /// residual too. Without one the backward recomputes the mask from `x`.
+    out: Option<FlexTensor>,
+    epsilon: f64,
+    relu: bool,
+}
 
 /// The backward of the fused batch norm: `N = 3` parents (x, γ, β) for
 /// [`FastNormBackend::batch_norm_apply`], 4 (and the residual) for
@@ -392,7 +412,15 @@ impl<const N: usize> Backward<Flex, N> for FusedNormBackward {
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
-        let (x, gamma, stats, out, epsilon, relu) = ops.state;
+        let NormState {
+            x,
+            gamma,
+            beta,
+            stats,
+            out,
+            epsilon,
+            relu,
+        } = ops.state;
         let shape = x.shape().to_vec();
         let c = shape[1];
         let mut parents = ops.parents.into_iter();
@@ -402,22 +430,20 @@ impl<const N: usize> Backward<Flex, N> for FusedNormBackward {
         let node_residual = parent();
         // With a residual the output gradient masked by the ReLU is the residual's gradient
         // too, so it is computed once; without, the batch norm's backward masks as it reads.
-        let (dy, mask) = match out {
-            Some(out) if summed => (
-                flex(relu_grad(&values(&out), &values(&grad)), shape.clone()),
-                None,
-            ),
-            out => (grad, out),
+        let dy = match out {
+            Some(out) if summed && relu => {
+                flex(relu_grad(&values(&out), &values(&grad)), shape.clone())
+            }
+            _ => grad,
         };
-        let mask = mask.as_ref().map(values);
+        let beta = (relu && !summed).then(|| values(&beta));
         let (dx, dgamma, dbeta) = backward_kernel(
             &values(&x),
             &values(&gamma),
+            beta.as_deref(),
             &values(&stats),
-            mask.as_deref(),
             &values(&dy),
             epsilon,
-            relu && !summed,
             ncs(&shape),
         );
         if let Some(node) = node_x {
@@ -744,10 +770,17 @@ fn fused_norm_autodiff<C: CheckpointStrategy, const N: usize>(
     {
         OpsKind::Tracked(prep) => {
             let out = apply(x.clone(), gamma.clone(), &stats);
-            // The output is only needed for the ReLU mask; without ReLU keeping it would hold
-            // a whole activation the generic path frees.
-            let kept = if relu { Some(out.clone()) } else { None };
-            prep.finish((x, gamma, stats, kept, epsilon, relu), out)
+            // The output is only needed for the mask of a ReLU after a residual sum.
+            let state = NormState {
+                out: (relu && residual.is_some()).then(|| out.clone()),
+                x,
+                gamma,
+                beta,
+                stats,
+                epsilon,
+                relu,
+            };
+            prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(apply(x, gamma, &stats)),
     }
