@@ -1,7 +1,8 @@
 //! Time one stride-1 3x3 (or, with `--kernel 1`, 1x1) convolution's weight gradient alone
-//! (or, with `--pass forward` or `input`, its forward or input gradient), on the kernel densum
-//! picks for it (printed), through the Flex extension (`conv2d_w_grad`, `fast_conv2d`,
-//! `conv2d_x_grad`): the mean, median and best
+//! (or, with `--pass forward`, `input` or `inference`, its forward, input gradient or forward
+//! with a folded batch norm and ReLU), on the kernel densum picks for it (printed), through the
+//! Flex extension (`conv2d_w_grad`, `fast_conv2d`, `conv2d_x_grad`, `fast_conv2d_affine`): the
+//! mean, median and best
 //! of `reps` calls after one warm-up call. `--cold` streams 64 MB through the caches before
 //! each call, so the operands come from memory as inside a network. Run the weight gradient
 //! twice, the second time with `DENSUM_WINOGRAD_WEIGHT_GRAD=0`, to compare Winograd's F(2x2,
@@ -10,7 +11,7 @@
 //! `conv/winograd.rs`'s `weight_grad_applies` (docs/results/speed.md, session 18).
 //!
 //! `RAYON_NUM_THREADS=2 cargo run --release -p densum --example weight_grad -- N C O SIDE
-//! [REPS] [--pass weight|forward|input] [--kernel 1|3] [--cold]`, e.g. `8 256 256 14` for
+//! [REPS] [--pass weight|forward|input|inference] [--kernel 1|3] [--cold]`, e.g. `8 256 256 14` for
 //! ResNet-50's 256 → 256 at 14x14, batch 8. Two builds' binaries run in turn compare a change
 //! to a kernel on one shape (the Winograd weight transform's, session 19).
 
@@ -37,8 +38,8 @@ fn main() {
     if ![1, 3].contains(&kernel) {
         panic!("--kernel takes 1 or 3, not {kernel}");
     }
-    if !["weight", "forward", "input"].contains(&pass.as_str()) {
-        panic!("--pass takes weight, forward or input, not {pass:?}");
+    if !["weight", "forward", "input", "inference"].contains(&pass.as_str()) {
+        panic!("--pass takes weight, forward, input or inference, not {pass:?}");
     }
     let cold = raw.iter().any(|a| a == "--cold");
     // Option names and the values right after them are not positional arguments.
@@ -53,7 +54,7 @@ fn main() {
         .collect();
     let [n, c, o, side] = args[..4] else {
         panic!(
-            "usage: weight_grad N C O SIDE [REPS] [--pass weight|forward|input] [--kernel 1|3] [--cold]"
+            "usage: weight_grad N C O SIDE [REPS] [--pass weight|forward|input|inference] [--kernel 1|3] [--cold]"
         );
     };
     let reps = args.get(4).copied().unwrap_or(10).max(1);
@@ -74,8 +75,18 @@ fn main() {
     );
     let pad = kernel / 2;
     let options = ConvOptions::new([1, 1], [pad, pad], [1, 1], 1);
+    let (scale, shift) = (tensor(vec![o]), tensor(vec![o]));
     let call = || match pass.as_str() {
         "forward" => Flex::fast_conv2d(x.clone(), w.clone(), options.clone()),
+        // A folded batch norm and ReLU: the inference epilogue.
+        "inference" => Flex::fast_conv2d_affine(
+            x.clone(),
+            w.clone(),
+            scale.clone(),
+            shift.clone(),
+            options.clone(),
+            true,
+        ),
         "input" => Flex::conv2d_x_grad(x.clone(), w.clone(), dy.clone(), options.clone()),
         _ => Flex::conv2d_w_grad(x.clone(), w.clone(), dy.clone(), options.clone()),
     };

@@ -42,9 +42,9 @@ use std::mem::MaybeUninit;
 
 use burn::nn::conv::Conv2d;
 
-use super::buffer::{assume_init, uninit_buffer};
+use super::buffer::{assume_init, assume_init_mut, uninit_buffer};
 use super::conv::{FastConvBackend, conv_forward, fast_conv_options};
-use super::eltwise::{add_relu, relu_grad};
+use super::eltwise::add_relu;
 use super::epilogue::Epilogue;
 use super::lanes::{f32x8, lane_sum, lane_sums2, relu_mask};
 use super::probe::{self, Kernel};
@@ -200,28 +200,45 @@ fn apply_kernel(
     unsafe { assume_init(out) }
 }
 
-/// `(dx, dγ, dβ)` of [`apply_kernel`] with batch statistics; with `relu` (`β` given), through
-/// the ReLU that followed it without a residual.
+/// The output gradient [`backward_kernel`] starts from.
+#[derive(Clone, Copy)]
+enum OutputGrad<'a> {
+    /// As given: no ReLU after the batch norm.
+    Plain(&'a [f32]),
+    /// Through the ReLU that followed the batch norm alone (β given): its mask recomputed from
+    /// the input, `x·scale + shift > 0` with [`affine`]'s values, exactly the forward's output
+    /// being positive.
+    Relu(&'a [f32], &'a [f32]),
+    /// Through the ReLU that followed the batch norm and a residual sum (its output given):
+    /// the masked gradient is the residual's gradient too, so the kernel also returns it.
+    SumRelu(&'a [f32], &'a [f32]),
+}
+
+/// `(dx, dγ, dβ)` of [`apply_kernel`] with batch statistics, from the output gradient `dy`,
+/// and with [`OutputGrad::SumRelu`] the masked output gradient.
 ///
-/// The ReLU's mask is recomputed from the input, `x·scale + shift > 0` with [`affine`]'s
-/// values (exactly the forward's output being positive), rather than read from the kept
-/// output: both passes read two activations instead of three. Why: these passes are bound by
-/// memory (an AVX2 build of them measured no faster, docs/results/speed.md).
-#[allow(clippy::too_many_arguments)]
+/// Why this way: the two passes are bound by memory (an AVX2 build of them measured no
+/// faster, docs/results/speed.md), so they read as few activations as they can: the ReLU's
+/// mask comes from the input rather than the kept output, and after a residual sum the masked
+/// gradient is written by the first pass (from the plane it has just read) instead of by a
+/// pass of its own.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn backward_kernel(
     x: &[f32],
     gamma: &[f32],
-    beta: Option<&[f32]>,
     stats: &[f32],
-    dy: &[f32],
+    dy: OutputGrad,
     epsilon: f64,
     (n, c, s): (usize, usize, usize),
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     probe::hit(Kernel::BatchNormBackward);
     let inv = inv_std(stats, c, epsilon);
-    let relu = beta.map(|beta| affine(gamma, beta, stats, epsilon));
+    let relu = match dy {
+        OutputGrad::Relu(_, beta) => Some(affine(gamma, beta, stats, epsilon)),
+        _ => None,
+    };
     // Σg and Σg·(x − μ) per plane, in memory order, then Σg and Σg·x̂ per channel.
-    let planes = per_plane(dy, s, |plane, g| {
+    let plane_sums = |plane: usize, g: &[f32]| {
         let off = plane * s;
         let (xs, mean) = (&x[off..off + s], stats[plane % c]);
         match &relu {
@@ -237,7 +254,32 @@ fn backward_kernel(
             }
             None => lane_sums2(g, xs, xs, |g, v, _| (g, g * (v - mean))),
         }
-    });
+    };
+    let (planes, masked) = match dy {
+        OutputGrad::SumRelu(grad, out) => {
+            let mut masked = uninit_buffer(n * c * s);
+            let planes: Vec<(f64, f64)> = masked
+                .par_chunks_mut(s.max(1))
+                .with_min_len(planes_per_task(s))
+                .enumerate()
+                .map(|(plane, d)| {
+                    let off = plane * s;
+                    for ((d, &g), &o) in d.iter_mut().zip(&grad[off..off + s]).zip(&out[off..]) {
+                        d.write(if o > 0.0 { g } else { 0.0 });
+                    }
+                    // SAFETY: every value of the plane was written just above.
+                    plane_sums(plane, unsafe { assume_init_mut(d) })
+                })
+                .collect();
+            // SAFETY: every plane of `masked` was written above.
+            (planes, Some(unsafe { assume_init(masked) }))
+        }
+        OutputGrad::Plain(g) | OutputGrad::Relu(g, _) => (per_plane(g, s, plane_sums), None),
+    };
+    let dy = match (&masked, dy) {
+        (Some(m), _) => m.as_slice(),
+        (None, OutputGrad::Plain(g) | OutputGrad::Relu(g, _) | OutputGrad::SumRelu(g, _)) => g,
+    };
     let sums: Vec<(f64, f64)> = (0..c)
         .map(|ci| {
             let (sg, sgx) = (0..n)
@@ -277,7 +319,7 @@ fn backward_kernel(
     let dx = unsafe { assume_init(dx) };
     let dgamma = sums.iter().map(|p| p.1 as f32).collect();
     let dbeta = sums.iter().map(|p| p.0 as f32).collect();
-    (dx, dgamma, dbeta)
+    (dx, dgamma, dbeta, masked)
 }
 
 /// Parameter-free group norm: output and the inverse deviation of each (image, group) block
@@ -428,24 +470,21 @@ impl<const N: usize> Backward<Flex, N> for FusedNormBackward {
         let (node_x, node_gamma, node_beta) = (parent(), parent(), parent());
         let summed = N == 4;
         let node_residual = parent();
-        // With a residual the output gradient masked by the ReLU is the residual's gradient
-        // too, so it is computed once; without, the batch norm's backward masks as it reads.
-        let dy = match out {
-            Some(out) if summed && relu => {
-                flex(relu_grad(&values(&out), &values(&grad)), shape.clone())
-            }
-            _ => grad,
+        let (dx, dgamma, dbeta, masked) = {
+            let (xs, gamma, stats) = (values(&x), values(&gamma), values(&stats));
+            let (g, beta, out) = (values(&grad), values(&beta), out.as_ref().map(values));
+            let dy = match (relu, summed, out.as_deref()) {
+                // After a residual sum the masked gradient is the residual's too.
+                (true, true, Some(out)) => OutputGrad::SumRelu(&g, out),
+                (true, false, _) => OutputGrad::Relu(&g, &beta),
+                _ => OutputGrad::Plain(&g),
+            };
+            backward_kernel(&xs, &gamma, &stats, dy, epsilon, ncs(&shape))
         };
-        let beta = (relu && !summed).then(|| values(&beta));
-        let (dx, dgamma, dbeta) = backward_kernel(
-            &values(&x),
-            &values(&gamma),
-            beta.as_deref(),
-            &values(&stats),
-            &values(&dy),
-            epsilon,
-            ncs(&shape),
-        );
+        let dy = match masked {
+            Some(m) => flex(m, shape.clone()),
+            None => grad,
+        };
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, flex(dx, shape));
         }
