@@ -365,8 +365,17 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // bench resnet50 --dataset cifar100 --width 0.25 --batch 64 --mode train --conv-profile`,
     // AMD Zen 4); groups of 512 positions were slower again (29.2-34.4 → 31.3-44.4).
     let group = (POSITION_BLOCK / p.max(1)).max(1);
-    let group_positions = in_group(&positions, group, padded_len);
-    let dyt_rows = strided_rows(group * p, o);
+    // Per kernel tap, the channels' rows of dWᵀ and the positions whose window reads the image
+    // there (not its padding, whose zeros add nothing), as [`Border`] does for the forward,
+    // where that skips enough (else all taps as one product, over every position).
+    let kernel_taps = g.kh * g.kw;
+    let mut per_tap: Vec<TapPositions> = (0..kernel_taps)
+        .map(|t| TapPositions::of(g, t, &taps, &positions, group, padded_len))
+        .collect();
+    let read: usize = per_tap.iter().map(|t| t.valid).sum();
+    if read * SKIP_DENOMINATOR > kernel_taps * p * (SKIP_DENOMINATOR - 1) {
+        per_tap = vec![TapPositions::all(g, &taps, &positions, group, padded_len)];
+    }
     let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
     let per = g.n.div_ceil(threads).max(1);
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
@@ -391,20 +400,25 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                             }
                         }
                     }
-                    for d0 in (0..m * p).step_by(POSITION_BLOCK) {
-                        let d1 = (d0 + POSITION_BLOCK).min(m * p);
-                        gathered_product(
-                            Isa::detected(),
-                            padded,
-                            &taps,
-                            &group_positions[d0..d1],
-                            dyt,
-                            &dyt_rows[d0..d1],
-                            o,
-                            as_uninit(&mut dwt),
-                            o,
-                            true,
-                        );
+                    for (t, tap) in per_tap.iter().enumerate() {
+                        // Rows c·taps + t of dWᵀ (`taps` rows apart), or all of them.
+                        let dwt_t = &mut as_uninit(&mut dwt)[t * o..];
+                        let depth = m * tap.valid;
+                        for d0 in (0..depth).step_by(POSITION_BLOCK) {
+                            let d1 = (d0 + POSITION_BLOCK).min(depth);
+                            gathered_product(
+                                Isa::detected(),
+                                padded,
+                                &tap.rows,
+                                &tap.positions[d0..d1],
+                                dyt,
+                                &tap.dyt_rows[d0..d1],
+                                o,
+                                dwt_t,
+                                tap.ldc,
+                                true,
+                            );
+                        }
                     }
                 }
             });
@@ -425,6 +439,73 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     }
     dw
 }
+
+/// One kernel tap's part of [`weight_grad`]: its rows (one per channel) and the output
+/// positions whose window reads the image at that tap.
+struct TapPositions {
+    /// Offset of tap `t` of each channel in a padded copy.
+    rows: Vec<usize>,
+    /// Distance between the rows' rows of dWᵀ.
+    ldc: usize,
+    /// Positions per image that read the image at the tap.
+    valid: usize,
+    /// Their offsets in a group's padded copies, and their rows of the group's `dYᵀ`, image
+    /// by image (a group of `m` images is the first `m · valid`).
+    positions: Vec<usize>,
+    dyt_rows: Vec<usize>,
+}
+
+impl TapPositions {
+    fn of(
+        g: &Geom,
+        t: usize,
+        taps: &[usize],
+        positions: &[usize],
+        group: usize,
+        len: usize,
+    ) -> TapPositions {
+        let kernel_taps = g.kh * g.kw;
+        let (ki, kj) = (t / g.kw, t % g.kw);
+        let reads_image = |q: usize| {
+            let (iy, ix) = ((q / g.ow) * g.stride[0] + ki, (q % g.ow) * g.stride[1] + kj);
+            (g.pad[0]..g.pad[0] + g.h).contains(&iy) && (g.pad[1]..g.pad[1] + g.w).contains(&ix)
+        };
+        let valid: Vec<usize> = (0..g.p()).filter(|&q| reads_image(q)).collect();
+        let offsets: Vec<usize> = valid.iter().map(|&q| positions[q]).collect();
+        let p = g.p();
+        TapPositions {
+            rows: (0..g.c).map(|c| taps[c * kernel_taps + t]).collect(),
+            ldc: kernel_taps * g.o,
+            valid: valid.len(),
+            positions: in_group(&offsets, group, len),
+            dyt_rows: (0..group)
+                .flat_map(|i| valid.iter().map(move |&q| (i * p + q) * g.o))
+                .collect(),
+        }
+    }
+}
+
+impl TapPositions {
+    /// Every tap (all rows of dWᵀ) over every position.
+    fn all(g: &Geom, taps: &[usize], positions: &[usize], group: usize, len: usize) -> Self {
+        TapPositions {
+            rows: taps.to_vec(),
+            ldc: g.o,
+            valid: g.p(),
+            positions: in_group(positions, group, len),
+            dyt_rows: strided_rows(group * g.p(), g.o),
+        }
+    }
+}
+
+/// [`weight_grad`] splits its product by kernel tap when that skips at least 1 / 8 of the
+/// (tap, position) pairs, those that read padding. Alone (AMD Zen 4, 2 threads, best of 31
+/// calls, `examples/weight_grad 64 64 64 8 31 --pass weight --cold`, the two builds in turn),
+/// split by tap / not: 64 → 64 at 8x8 (16 % skipped) 0.88x, 0.94x, 0.88x, 0.83x; 128 → 128 at
+/// 4x4 (31 %) 0.75x, 0.82x, 0.85x (and once 1.28x in a noisy pair). At 14x14 and 32x32 (9 %
+/// and 6 %) the nine narrower products were slower (DenseNet-121's 128 → 32 at 14x14, batch 8,
+/// best 0.68 / 0.74 → 0.84 / 1.26 ms; 16 → 16 at 32x32, batch 64, 2.14 / 2.20 → 2.54 / 2.94).
+const SKIP_DENOMINATOR: usize = 8;
 
 /// Output positions per depth block of [`weight_grad`] (of one image, or of a group of images
 /// on small planes): 256 rows of a 64-lane `dYᵀ` are 64 KB.
