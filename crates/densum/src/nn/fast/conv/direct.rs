@@ -503,7 +503,7 @@ impl TapPositions {
 /// calls, `examples/weight_grad 64 64 64 8 31 --pass weight --cold`, the two builds in turn),
 /// split by tap / not: 64 → 64 at 8x8 (16 % skipped) 0.88x, 0.94x, 0.88x, 0.83x; 128 → 128 at
 /// 4x4 (31 %) 0.75x, 0.82x, 0.85x (and once 1.28x in a noisy pair). At 14x14 and 32x32 (9 %
-/// and 6 %) the nine narrower products were slower (DenseNet-121's 128 → 32 at 14x14, batch 8,
+/// and 4 %) the nine narrower products were slower (DenseNet-121's 128 → 32 at 14x14, batch 8,
 /// best 0.68 / 0.74 → 0.84 / 1.26 ms; 16 → 16 at 32x32, batch 64, 2.14 / 2.20 → 2.54 / 2.94).
 const SKIP_DENOMINATOR: usize = 8;
 
