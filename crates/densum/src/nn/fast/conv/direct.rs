@@ -109,9 +109,16 @@ pub(super) fn forward(
     let groups = g.n.div_ceil(largest).div_ceil(threads) * threads;
     let group = g.n.div_ceil(groups.max(1)).max(1);
     let classes = Border::classes(g, &positions, &depth, &wt_rows, group, padded_len);
-    // (class, index within it) of each output position.
+    // (class, index within it) of each output position, and positions in earlier classes.
     let mut classes_of = vec![(0, 0); p];
+    let mut before = Vec::with_capacity(classes.len());
     for (c, class) in classes.iter().enumerate() {
+        before.push(
+            classes[..c]
+                .iter()
+                .map(|k| k.positions.len())
+                .sum::<usize>(),
+        );
         for (at, &q) in class.positions.iter().enumerate() {
             classes_of[q] = (c, at);
         }
@@ -159,11 +166,11 @@ pub(super) fn forward(
                         );
                     }
                 }
-                // Row of `out` holding each position's output, for image i of the group.
+                // Row of `out` holding each position's output, for image i of the group: its
+                // class's rows start after the earlier classes' `m` images each.
                 let row_of = |i: usize, q: usize| {
                     let (c, at) = classes_of[q];
-                    let before: usize = classes[..c].iter().map(|k| k.positions.len()).sum();
-                    m * before + i * classes[c].positions.len() + at
+                    m * before[c] + i * classes[c].positions.len() + at
                 };
                 // out is [m·P, O]; each image's output is [O, P], transposed first and then
                 // mapped through the epilogue a plane at a time while it is in L1, in vector
@@ -225,23 +232,12 @@ impl Border {
         len: usize,
     ) -> Vec<Border> {
         let taps = g.kh * g.kw;
-        // Which taps of position (oy, ox) read the image rather than its padding, as a mask.
-        let inside = |oy: usize, ox: usize| -> u64 {
-            let mut mask = 0;
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    let (iy, ix) = (oy * g.stride[0] + ki, ox * g.stride[1] + kj);
-                    let rows = g.pad[0]..g.pad[0] + g.h;
-                    if rows.contains(&iy) && (g.pad[1]..g.pad[1] + g.w).contains(&ix) {
-                        mask |= 1 << (ki * g.kw + kj);
-                    }
-                }
-            }
-            mask
-        };
         let mut classes: Vec<(u64, Vec<usize>)> = Vec::new();
         for q in 0..g.p() {
-            let mask = inside(q / g.ow, q % g.ow);
+            // The taps of position q that read the image, as a mask.
+            let mask = (0..taps)
+                .filter(|&t| reads_image(g, q, t))
+                .fold(0u64, |m, t| m | 1 << t);
             match classes.iter_mut().find(|(m, _)| *m == mask) {
                 Some((_, qs)) => qs.push(q),
                 None => classes.push((mask, vec![q])),
@@ -263,6 +259,16 @@ impl Border {
             })
             .collect()
     }
+}
+
+/// Whether kernel tap `t` (`ki·kw + kj`) of output position `q` reads the image rather than
+/// its zero padding.
+fn reads_image(g: &Geom, q: usize, t: usize) -> bool {
+    let (iy, ix) = (
+        (q / g.ow) * g.stride[0] + t / g.kw,
+        (q % g.ow) * g.stride[1] + t % g.kw,
+    );
+    (g.pad[0]..g.pad[0] + g.h).contains(&iy) && (g.pad[1]..g.pad[1] + g.w).contains(&ix)
 }
 
 /// Where [`forward`] and [`weight_grad`] read an image's zero-padded copy `[C, hp, wp]`.
@@ -465,12 +471,7 @@ impl TapPositions {
         len: usize,
     ) -> TapPositions {
         let kernel_taps = g.kh * g.kw;
-        let (ki, kj) = (t / g.kw, t % g.kw);
-        let reads_image = |q: usize| {
-            let (iy, ix) = ((q / g.ow) * g.stride[0] + ki, (q % g.ow) * g.stride[1] + kj);
-            (g.pad[0]..g.pad[0] + g.h).contains(&iy) && (g.pad[1]..g.pad[1] + g.w).contains(&ix)
-        };
-        let valid: Vec<usize> = (0..g.p()).filter(|&q| reads_image(q)).collect();
+        let valid: Vec<usize> = (0..g.p()).filter(|&q| reads_image(g, q, t)).collect();
         let offsets: Vec<usize> = valid.iter().map(|&q| positions[q]).collect();
         let p = g.p();
         TapPositions {
