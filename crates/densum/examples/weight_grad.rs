@@ -2,18 +2,17 @@
 //! (or, with `--pass forward`, `input` or `inference`, its forward, input gradient or forward
 //! with a folded batch norm and ReLU), on the kernel densum picks for it (printed), through the
 //! Flex extension (`conv2d_w_grad`, `fast_conv2d`, `conv2d_x_grad`, `fast_conv2d_affine`): the
-//! mean, median and best
-//! of `reps` calls after one warm-up call. `--cold` streams 64 MB through the caches before
-//! each call, so the operands come from memory as inside a network. Run the weight gradient
-//! twice, the second time with `DENSUM_WINOGRAD_WEIGHT_GRAD=0`, to compare Winograd's F(2x2,
-//! 3x3) with the in-place direct kernel on one shape; tools/ab.sh-style alternation of the two
-//! runs keeps a drifting machine from favouring either. Used for the thresholds of
-//! `conv/winograd.rs`'s `weight_grad_applies` (docs/results/speed.md, session 18).
+//! mean, median and best of `reps` calls after one warm-up call. `--cold` streams 64 MB through
+//! the caches before each call, so the operands come from memory as inside a network. Run the
+//! weight gradient twice, the second time with `DENSUM_WINOGRAD_WEIGHT_GRAD=0`, to compare
+//! Winograd's F(2x2, 3x3) with the in-place direct kernel on one shape; tools/ab.sh-style
+//! alternation of the two runs keeps a drifting machine from favouring either. Used for the
+//! thresholds of `conv/winograd.rs`'s `weight_grad_applies` (docs/results/speed.md, session 18).
 //!
 //! `RAYON_NUM_THREADS=2 cargo run --release -p densum --example weight_grad -- N C O SIDE
-//! [REPS] [--pass weight|forward|input|inference] [--kernel 1|3] [--cold]`, e.g. `8 256 256 14` for
-//! ResNet-50's 256 → 256 at 14x14, batch 8. Two builds' binaries run in turn compare a change
-//! to a kernel on one shape (the Winograd weight transform's, session 19).
+//! [REPS] [--pass weight|forward|input|inference] [--kernel 1|3] [--cold]`, e.g. `8 256 256
+//! 14` for ResNet-50's 256 → 256 at 14x14, batch 8. Two builds' binaries run in turn compare a
+//! change to a kernel on one shape (the Winograd weight transform's, session 19).
 
 use std::time::Instant;
 

@@ -214,6 +214,15 @@ enum OutputGrad<'a> {
     SumRelu(&'a [f32], &'a [f32]),
 }
 
+impl<'a> OutputGrad<'a> {
+    /// The output gradient as given.
+    fn grad(self) -> &'a [f32] {
+        match self {
+            OutputGrad::Plain(g) | OutputGrad::Relu(g, _) | OutputGrad::SumRelu(g, _) => g,
+        }
+    }
+}
+
 /// `(dx, dγ, dβ)` of [`apply_kernel`] with batch statistics, from the output gradient `dy`,
 /// and with [`OutputGrad::SumRelu`] the masked output gradient.
 ///
@@ -222,7 +231,7 @@ enum OutputGrad<'a> {
 /// mask comes from the input rather than the kept output, and after a residual sum the masked
 /// gradient is written by the first pass (from the plane it has just read) instead of by a
 /// pass of its own.
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[allow(clippy::type_complexity)]
 fn backward_kernel(
     x: &[f32],
     gamma: &[f32],
@@ -276,10 +285,7 @@ fn backward_kernel(
         }
         OutputGrad::Plain(g) | OutputGrad::Relu(g, _) => (per_plane(g, s, plane_sums), None),
     };
-    let dy = match (&masked, dy) {
-        (Some(m), _) => m.as_slice(),
-        (None, OutputGrad::Plain(g) | OutputGrad::Relu(g, _) | OutputGrad::SumRelu(g, _)) => g,
-    };
+    let dy = masked.as_deref().unwrap_or(dy.grad());
     let sums: Vec<(f64, f64)> = (0..c)
         .map(|ci| {
             let (sg, sgx) = (0..n)
@@ -436,11 +442,20 @@ struct NormState {
     gamma: FlexTensor,
     beta: FlexTensor,
     stats: FlexTensor,
-    /// The output, kept only for a ReLU after a residual sum: its mask depends on the
-    /// residual too. Without one the backward recomputes the mask from `x`.
-    out: Option<FlexTensor>,
+    relu: KeptForRelu,
     epsilon: f64,
-    relu: bool,
+}
+
+/// What the backward keeps for the ReLU after the batch norm.
+#[derive(Clone, Debug)]
+enum KeptForRelu {
+    /// No ReLU.
+    Nothing,
+    /// Nothing either: its mask is recomputed from `x` ([`OutputGrad::Relu`]).
+    Recomputed,
+    /// The output, for a ReLU after a residual sum, whose mask depends on the residual too
+    /// ([`OutputGrad::SumRelu`]).
+    Output(FlexTensor),
 }
 
 /// The backward of the fused batch norm: `N = 3` parents (x, γ, β) for
@@ -459,24 +474,26 @@ impl<const N: usize> Backward<Flex, N> for FusedNormBackward {
             gamma,
             beta,
             stats,
-            out,
-            epsilon,
             relu,
+            epsilon,
         } = ops.state;
         let shape = x.shape().to_vec();
         let c = shape[1];
         let mut parents = ops.parents.into_iter();
         let mut parent = || parents.next().flatten();
         let (node_x, node_gamma, node_beta) = (parent(), parent(), parent());
-        let summed = N == 4;
         let node_residual = parent();
         let (dx, dgamma, dbeta, masked) = {
             let (xs, gamma, stats) = (values(&x), values(&gamma), values(&stats));
-            let (g, beta, out) = (values(&grad), values(&beta), out.as_ref().map(values));
-            let dy = match (relu, summed, out.as_deref()) {
+            let (g, beta) = (values(&grad), values(&beta));
+            let out = match &relu {
+                KeptForRelu::Output(out) => Some(values(out)),
+                _ => None,
+            };
+            let dy = match (&relu, out.as_deref()) {
                 // After a residual sum the masked gradient is the residual's too.
-                (true, true, Some(out)) => OutputGrad::SumRelu(&g, out),
-                (true, false, _) => OutputGrad::Relu(&g, &beta),
+                (_, Some(out)) => OutputGrad::SumRelu(&g, out),
+                (KeptForRelu::Recomputed, None) => OutputGrad::Relu(&g, &beta),
                 _ => OutputGrad::Plain(&g),
             };
             backward_kernel(&xs, &gamma, &stats, dy, epsilon, ncs(&shape))
@@ -810,14 +827,18 @@ fn fused_norm_autodiff<C: CheckpointStrategy, const N: usize>(
         OpsKind::Tracked(prep) => {
             let out = apply(x.clone(), gamma.clone(), &stats);
             // The output is only needed for the mask of a ReLU after a residual sum.
+            let relu = match (relu, residual.is_some()) {
+                (false, _) => KeptForRelu::Nothing,
+                (true, false) => KeptForRelu::Recomputed,
+                (true, true) => KeptForRelu::Output(out.clone()),
+            };
             let state = NormState {
-                out: (relu && residual.is_some()).then(|| out.clone()),
                 x,
                 gamma,
                 beta,
                 stats,
-                epsilon,
                 relu,
+                epsilon,
             };
             prep.finish(state, out)
         }

@@ -109,16 +109,9 @@ pub(super) fn forward(
     let groups = g.n.div_ceil(largest).div_ceil(threads) * threads;
     let group = g.n.div_ceil(groups.max(1)).max(1);
     let classes = Border::classes(g, &positions, &depth, &wt_rows, group, padded_len);
-    // (class, index within it) of each output position, and positions in earlier classes.
+    // (class, index within it) of each output position.
     let mut classes_of = vec![(0, 0); p];
-    let mut before = Vec::with_capacity(classes.len());
     for (c, class) in classes.iter().enumerate() {
-        before.push(
-            classes[..c]
-                .iter()
-                .map(|k| k.positions.len())
-                .sum::<usize>(),
-        );
         for (at, &q) in class.positions.iter().enumerate() {
             classes_of[q] = (c, at);
         }
@@ -138,13 +131,13 @@ pub(super) fn forward(
                     pad(g, src, dst, hp, wp);
                 }
                 let out = &mut out[..m * p * o];
-                // Each border class's rows of `out` in turn: its positions of every image of
-                // the group, against the taps that fall inside the image.
-                let mut first = 0;
+                // Each border class's rows of `out` in turn (after the earlier classes' rows of
+                // `m` images each): its positions of every image of the group, against the taps
+                // that fall inside the image.
                 for class in &classes {
                     let rows = &class.rows[..m * class.positions.len()];
+                    let first = m * class.before;
                     let out = &mut out[first * o..(first + rows.len()) * o];
-                    first += rows.len();
                     if class.depth.is_empty() {
                         out.fill(0.0);
                     }
@@ -166,12 +159,13 @@ pub(super) fn forward(
                         );
                     }
                 }
-                // Row of `out` holding each position's output, for image i of the group: its
-                // class's rows start after the earlier classes' `m` images each.
+                // Row of `out` holding each position's output, for image i of the group.
                 let row_of = |i: usize, q: usize| {
                     let (c, at) = classes_of[q];
-                    m * before[c] + i * classes[c].positions.len() + at
+                    let class = &classes[c];
+                    m * class.before + i * class.positions.len() + at
                 };
+                let mut rows = vec![0; p];
                 // out is [m·P, O]; each image's output is [O, P], transposed first and then
                 // mapped through the epilogue a plane at a time while it is in L1, in vector
                 // loops. Applied value by value inside the transposition, the map made these
@@ -179,7 +173,9 @@ pub(super) fn forward(
                 // 35.9-37.1 against 31.0-33.6 ms per pass, three pairs; `densum bench resnet50
                 // --dataset cifar100 --width 0.25 --batch 64 --mode infer --conv-profile`).
                 for (i, y_n) in y_g.chunks_exact_mut(img_out).enumerate() {
-                    let rows: Vec<usize> = (0..p).map(|q| row_of(i, q) * o).collect();
+                    for (q, row) in rows.iter_mut().enumerate() {
+                        *row = row_of(i, q) * o;
+                    }
                     let at = (gi * group + i) * img_out;
                     for (oc, dst) in y_n.chunks_exact_mut(p).enumerate() {
                         for (d, &row) in dst.iter_mut().zip(&rows) {
@@ -211,6 +207,8 @@ pub(super) fn forward(
 struct Border {
     /// Output positions (indices into the plane) of the class.
     positions: Vec<usize>,
+    /// Output positions per image in the classes before this one.
+    before: usize,
     /// Their window offsets in the group's padded copies (as [`in_group`] lays them out).
     rows: Vec<usize>,
     /// Offsets of the class's (channel, tap) pairs in a padded copy, and the matching rows of
@@ -243,6 +241,7 @@ impl Border {
                 None => classes.push((mask, vec![q])),
             }
         }
+        let mut before = 0;
         classes
             .into_iter()
             .map(|(mask, qs)| {
@@ -250,8 +249,10 @@ impl Border {
                     .filter(|d| mask >> (d % taps) & 1 == 1)
                     .collect();
                 let offsets: Vec<usize> = qs.iter().map(|&q| positions[q]).collect();
+                before += qs.len();
                 Border {
                     rows: in_group(&offsets, group, len),
+                    before: before - qs.len(),
                     positions: qs,
                     depth: kept.iter().map(|&d| depth[d]).collect(),
                     wt_rows: kept.iter().map(|&d| wt_rows[d]).collect(),
@@ -375,13 +376,17 @@ pub(super) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // there (not its padding, whose zeros add nothing), as [`Border`] does for the forward,
     // where that skips enough (else all taps as one product, over every position).
     let kernel_taps = g.kh * g.kw;
-    let mut per_tap: Vec<TapPositions> = (0..kernel_taps)
-        .map(|t| TapPositions::of(g, t, &taps, &positions, group, padded_len))
-        .collect();
-    let read: usize = per_tap.iter().map(|t| t.valid).sum();
-    if read * SKIP_DENOMINATOR > kernel_taps * p * (SKIP_DENOMINATOR - 1) {
-        per_tap = vec![TapPositions::all(g, &taps, &positions, group, padded_len)];
-    }
+    let read = (0..kernel_taps)
+        .map(|t| (0..p).filter(|&q| reads_image(g, q, t)).count())
+        .sum::<usize>();
+    let per_tap: Vec<TapPositions> =
+        if read * SKIP_DENOMINATOR > kernel_taps * p * (SKIP_DENOMINATOR - 1) {
+            vec![TapPositions::all(g, &taps, &positions, group, padded_len)]
+        } else {
+            (0..kernel_taps)
+                .map(|t| TapPositions::of(g, t, &taps, &positions, group, padded_len))
+                .collect()
+        };
     let threads = rayon::current_num_threads().clamp(1, g.n.max(1));
     let per = g.n.div_ceil(threads).max(1);
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
@@ -484,9 +489,7 @@ impl TapPositions {
                 .collect(),
         }
     }
-}
 
-impl TapPositions {
     /// Every tap (all rows of dWᵀ) over every position.
     fn all(g: &Geom, taps: &[usize], positions: &[usize], group: usize, len: usize) -> Self {
         TapPositions {
